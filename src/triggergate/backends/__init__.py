@@ -1,0 +1,1 @@
+"""Pipeline backends: the systems a trigger starts."""

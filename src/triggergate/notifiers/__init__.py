@@ -1,0 +1,1 @@
+"""Notifiers: where alerts go (log, SNS, e-mail, webhook)."""

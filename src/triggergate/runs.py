@@ -1,0 +1,86 @@
+"""Run records and their status, read through a short cache so a crowd refreshing a
+status page cannot exhaust the CI system's API rate limit."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from triggergate.backends.base import FINAL_STATES, Backend, Status
+from triggergate.clock import Clock
+from triggergate.errors import BackendError
+from triggergate.stores.base import Batch, Record, Store
+
+ACTIVE = ("active", "run")
+ACTIVE_TTL = 6 * 3600.0
+
+
+class RunTracker:
+    """Reads runs from the store and their live state from the backend (cached)."""
+
+    CACHE_SECONDS = 2.0
+    MAX_CACHED = 10_000
+
+    def __init__(self, store: Store, backend: Backend, clock: Clock, retention: float) -> None:
+        self.store = store
+        self.retention = retention
+        self.backend = backend
+        self.clock = clock
+        self._cache: dict[str, tuple[float, Status]] = {}
+        self._inflight: dict[str, asyncio.Future[Status]] = {}
+
+    async def _status(self, ref: str) -> Status:
+        now = self.clock()
+        cached = self._cache.get(ref)
+        if cached and now - cached[0] < self.CACHE_SECONDS:
+            return cached[1]
+        if ref in self._inflight:  # one backend call per run, however many readers
+            return await asyncio.shield(self._inflight[ref])
+        future: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
+        self._inflight[ref] = future
+        try:
+            status = await asyncio.wait_for(self.backend.status(ref), 5.0)
+        except (BackendError, TimeoutError):
+            status = cached[1] if cached else Status("unknown")
+        finally:
+            del self._inflight[ref]
+        if len(self._cache) >= self.MAX_CACHED:
+            self._cache.clear()
+        self._cache[ref] = (now, status)
+        future.set_result(status)
+        return status
+
+    async def read(self, run_id: str) -> dict[str, Any] | None:
+        """The public view of a run, or None when there is no such run."""
+        run = await self.store.get("run", run_id)
+        if run is None:
+            return None
+        state, url = str(run.get("state", "unknown")), run.get("url")
+        if state not in FINAL_STATES:
+            status = await self._status(str(run["ref"]))
+            if status.state != "unknown":
+                state, url = status.state, status.url or url
+            if state in FINAL_STATES:
+                run.update(state=state, url=url, finished_at=self.clock())
+                expires = float(run.get("at", self.clock())) + self.retention
+                await self.store.apply(Batch(records=[Record("run", run_id, run, expires=expires)]))
+        return {
+            "run_id": run_id,
+            "status": state,
+            "url": url,
+            "created_at": run.get("at"),
+            "pipeline": self.backend.name,
+        }
+
+    async def active(self) -> dict[str, Any] | None:
+        """The run new triggers join while it is queued or running (coalescing)."""
+        run = await self.store.get(*ACTIVE)
+        if run is None:
+            return None
+        view = await self.read(str(run["run_id"]))
+        if view is None or view["status"] in FINAL_STATES:
+            return None
+        return {**run, **view}
+
+    def active_record(self, run: dict[str, Any]) -> Record:
+        return Record(*ACTIVE, run, expires=float(run["at"]) + ACTIVE_TTL)

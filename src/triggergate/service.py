@@ -1,0 +1,370 @@
+"""The whole flow, and the only module that knows it.
+
+identity -> gate -> store.reserve -> backend.start -> commit | refund ->
+audit + outbox -> outcome. Adapters know their own SDK and the core's small
+interfaces; everything is wired in :func:`triggergate.wiring.build_service`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from triggergate.audit import AlertText, DenialCounter, audit_record, iso
+from triggergate.backends.base import FINAL_STATES, Backend, StartRequest, Started
+from triggergate.clock import Clock
+from triggergate.errors import BackendError, BackendRefused, RequestError, StoreError
+from triggergate.gate import BUDGET_KEY, Gate, KillSwitch
+from triggergate.identity import Client, IdentityPolicy, resolve_client
+from triggergate.models import Outcome, TriggerRequest, check_idempotency_key, error, validate_params
+from triggergate.outbox import Outbox
+from triggergate.quota import Decision
+from triggergate.ratelimit_headers import rate_headers
+from triggergate.runs import RunTracker
+from triggergate.settings import ParamSpec
+from triggergate.stores.base import Batch, Record, Store
+
+log = logging.getLogger("triggergate")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The settings the flow reads, resolved once."""
+
+    gate: Gate
+    identity: IdentityPolicy
+    params: dict[str, ParamSpec]
+    audit_retention: float
+    idempotency_ttl: float
+    store_timeout: float
+    backend_timeout: float
+    reconcile_after: float
+    coalesce: bool
+
+
+class Service:
+    """Runs one press of the button from identity to response."""
+
+    def __init__(
+        self, store: Store, backend: Backend, outbox: Outbox, policy: Policy, clock: Clock
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.outbox = outbox
+        self.policy = policy
+        self.clock = clock
+        self.alerts = AlertText(backend.name)
+        self.denials = DenialCounter()
+        self.kill_switch = KillSwitch(store, clock)
+        self.runs = RunTracker(store, backend, clock, policy.audit_retention)
+        self._inflight: set[str] = set()
+
+    # -- helpers -----------------------------------------------------------------------
+
+    async def _store(self, call: Any) -> Any:
+        """Await a store call within the fail-closed budget."""
+        try:
+            return await asyncio.wait_for(call, self.policy.store_timeout)
+        except TimeoutError as exc:
+            raise StoreError("store did not answer in time") from exc
+
+    def _headers(self, decision: Decision | None) -> dict[str, str]:
+        return rate_headers(self.policy.gate.limits, decision)
+
+    def identify(self, request: TriggerRequest) -> Client:
+        return resolve_client(request.peer, request.headers, self.policy.identity)
+
+    def _unavailable(self, request_id: str, decision: Decision | None = None) -> Outcome:
+        return error(
+            503, "unavailable", "the service cannot take triggers right now; try again shortly",
+            request_id, **{"Retry-After": "5", **self._headers(decision)},
+        )
+
+    # -- POST /trigger -------------------------------------------------------------------
+
+    async def trigger(self, request: TriggerRequest) -> Outcome:
+        rid = request.request_id
+        try:
+            client = self.identify(request)
+            params = validate_params(request.payload, self.policy.params)
+            idem = check_idempotency_key(request.idempotency_key)
+        except RequestError as exc:
+            return error(exc.status, exc.code, exc.detail, rid, **self._headers(None))
+        gate = self.policy.gate
+        if gate.denied(client.address):
+            self.denials.add(client.key, "deny_list", self.clock())
+            return error(403, "forbidden", "this client may not trigger the pipeline", rid)
+        checks = gate.checks(client.key, client.address)
+        try:
+            paused = await self._store(self.kill_switch.state())
+            if paused:
+                return error(
+                    503, "paused", str(paused.get("reason") or "triggers are paused by the operator"),
+                    rid, **{"Retry-After": str(int(paused.get("retry_after", 600)))},
+                )
+            # Read-only first: the deny path writes nothing.
+            decision = await self._store(self.store.peek(checks)) if checks else None
+            if decision is not None and not decision.allowed:
+                return await self._refused(rid, client, decision)
+            if idem is not None:
+                replay = await self._idempotent(client, idem, rid)
+                if replay is not None:
+                    return replay
+            if self.policy.coalesce:
+                joined = await self.runs.active()
+                if joined is not None:
+                    await self._forget_idem(client, idem)
+                    return self._accepted(joined["run_id"], "joined", decision, joined)
+            ledger = {"client_key": client.key, "client": str(client.address), "params": params}
+            self._inflight.add(rid)
+            try:
+                decision = await self._store(self.store.reserve(rid, checks, ledger))
+                if not decision.allowed:
+                    await self._forget_idem(client, idem)
+                    return await self._refused(rid, client, decision)
+                return await self._start(rid, client, params, decision, idem)
+            finally:
+                self._inflight.discard(rid)
+        except StoreError as exc:
+            log.error("store unavailable", extra={"request_id": rid, "cause": str(exc)})
+            return self._unavailable(rid)
+
+    async def _refused(self, rid: str, client: Client, decision: Decision) -> Outcome:
+        blocking = decision.blocking
+        assert blocking is not None
+        retry = max(1, math.ceil(decision.retry_after))
+        headers = {"Retry-After": str(retry), **self._headers(decision)}
+        if blocking.key == BUDGET_KEY:
+            self.denials.add(client.key, "budget", decision.now)
+            await self._budget_alert(decision, retry)
+            return error(503, "budget_exhausted", "the pipeline's trigger budget is used up; "
+                         f"try again after {iso(decision.now + retry)}", rid, **headers)
+        self.denials.add(client.key, "quota", decision.now)
+        return error(429, "quota_exhausted", "you have used all your triggers; "
+                     f"try again after {iso(decision.now + retry)}", rid, **headers)
+
+    async def _budget_alert(self, decision: Decision, retry: int) -> None:
+        """One alert per exhausted budget window, whichever replica sees it first."""
+        marker = Record("flag", "budget_alert", {"at": decision.now}, expires=decision.now + retry)
+        if await self._store(self.store.put_new(marker)):
+            budget = ",".join(str(limit) for limit in self.policy.gate.budget)
+            alert = self.alerts.budget_exhausted(budget, decision.now)
+            await self._store(self.store.apply(Batch(outbox=self.outbox.items_for(alert))))
+            self.outbox.wake()
+
+    async def _start(
+        self, rid: str, client: Client, params: dict[str, str], decision: Decision, idem: str | None
+    ) -> Outcome:
+        start = StartRequest(request_id=rid, client=client.key, params=params, ref=params.get("ref"))
+        try:
+            started = await asyncio.wait_for(self.backend.start(start), self.policy.backend_timeout)
+        except (BackendError, TimeoutError) as exc:
+            definite = isinstance(exc, BackendRefused)
+            found = None if definite else await self._find(rid)
+            if found is None:
+                await self._forget_idem(client, idem)
+                return await self._failed(rid, client, exc, decision, refund=definite)
+            started = found
+        now = self.clock()
+        run = {"at": now, "run_id": rid, "ref": started.ref, "url": started.url,
+               "state": started.state, "client_key": client.key, "params": params}
+        response = self._accepted(rid, started.state, decision, run)
+        records = [
+            Record("run", rid, run, expires=now + self.policy.audit_retention),
+            Record("run_ref", started.ref, {"at": now, "run_id": rid},
+                   expires=now + self.policy.audit_retention),
+            audit_record(now, self.policy.audit_retention, "accepted", request_id=rid, run_id=rid,
+                         client_key=client.key, client=str(client.address), ref=started.ref),
+        ]
+        if idem is not None:
+            records.append(self._idem_record(client, idem, now, response))
+        if self.policy.coalesce:
+            records.append(self.runs.active_record(run))
+        alert = self.alerts.accepted(str(client.address), rid, started.ref, now)
+        await self._store(self.store.apply(
+            Batch(settle=rid, records=records, outbox=self.outbox.items_for(alert))
+        ))
+        self.outbox.wake()
+        log.info("trigger accepted", extra={"request_id": rid, "client_key": client.key,
+                                            "decision": "accepted", "run_id": rid})
+        return response
+
+    async def _find(self, rid: str) -> Started | None:
+        try:
+            return await asyncio.wait_for(self.backend.find(rid), self.policy.backend_timeout)
+        except (BackendError, TimeoutError):
+            return None
+
+    async def _failed(
+        self, rid: str, client: Client, exc: BaseException, decision: Decision, *, refund: bool
+    ) -> Outcome:
+        """A definite failure refunds now; an uncertain one is left to the reconciler."""
+        now = self.clock()
+        reason = str(exc) or type(exc).__name__
+        event = "refunded" if refund else "failed"
+        records = [audit_record(now, self.policy.audit_retention, event, request_id=rid,
+                                client_key=client.key, client=str(client.address), detail=reason)]
+        alert = self.alerts.failed(str(client.address), rid, reason, now)
+        await self._store(self.store.apply(Batch(
+            release=rid if refund else None, records=records, outbox=self.outbox.items_for(alert)
+        )))
+        self.outbox.wake()
+        log.warning("pipeline start failed", extra={"request_id": rid, "client_key": client.key,
+                                                    "decision": event, "cause": reason})
+        detail = ("the pipeline could not be started; your trigger was not counted" if refund else
+                  "the pipeline did not confirm the start; if no run started, "
+                  "your trigger will be given back")
+        return error(502, "pipeline_unavailable", detail, rid, **self._headers(None))
+
+    def _accepted(
+        self, run_id: str, status: str, decision: Decision | None, run: dict[str, Any]
+    ) -> Outcome:
+        body = {"run_id": run_id, "status": status, "status_url": f"/runs/{run_id}"}
+        if run.get("url"):
+            body["url"] = run["url"]
+        consumed = decision is not None and status != "joined"
+        headers = {"Location": f"/runs/{run_id}",
+                   **rate_headers(self.policy.gate.limits, decision, consumed=consumed)}
+        return Outcome(202, body, headers)
+
+    # -- idempotency ----------------------------------------------------------------------
+
+    def _idem_id(self, client: Client, key: str) -> str:
+        return f"{client.key}|{key}"
+
+    def _idem_record(self, client: Client, key: str, now: float, response: Outcome) -> Record:
+        doc = {"at": now, "state": "done", "status": response.status, "body": response.body,
+               "headers": response.headers}
+        return Record("idem", self._idem_id(client, key), doc, expires=now + self.policy.idempotency_ttl)
+
+    async def _idempotent(self, client: Client, key: str, rid: str) -> Outcome | None:
+        """None when this request owns the key; else the first request's response."""
+        now = self.clock()
+        claim = Record("idem", self._idem_id(client, key), {"at": now, "state": "pending"},
+                       expires=now + self.policy.idempotency_ttl)
+        if await self._store(self.store.put_new(claim)):
+            return None
+        deadline = now + self.policy.backend_timeout + 5
+        while self.clock() < deadline:
+            doc = await self._store(self.store.get("idem", claim.id))
+            if doc is None:  # the first request failed and gave the key back
+                if await self._store(self.store.put_new(claim)):
+                    return None
+            elif doc.get("state") == "done":
+                return Outcome(int(doc["status"]), dict(doc["body"]), dict(doc["headers"]))
+            await asyncio.sleep(0.05)
+        return error(409, "in_progress", "a request with this Idempotency-Key is still running", rid)
+
+    async def _forget_idem(self, client: Client, key: str | None) -> None:
+        if key is not None:
+            await self._store(self.store.delete("idem", self._idem_id(client, key)))
+
+    # -- GET /quota and GET /runs/{id} ----------------------------------------------------------
+
+    async def quota(self, request: TriggerRequest) -> Outcome:
+        rid = request.request_id
+        try:
+            client = self.identify(request)
+        except RequestError as exc:
+            return error(exc.status, exc.code, exc.detail, rid)
+        checks = self.policy.gate.checks(client.key, client.address)
+        try:
+            decision = await self._store(self.store.peek(checks)) if checks else None
+        except StoreError:
+            return self._unavailable(rid)
+        body: dict[str, Any] = {"client": client.key, "limits": [str(x) for x in self.policy.gate.limits]}
+        if decision is None:
+            body.update(remaining=None, unlimited=True)
+        else:
+            client_verdict = decision.verdicts[0]
+            body.update(
+                remaining=client_verdict.remaining if decision.allowed else 0,
+                allowed=decision.allowed,
+                retry_after=math.ceil(decision.retry_after),
+                next_slot_at=iso(decision.now + (decision.retry_after or client_verdict.reset_after))
+                if client_verdict.used else None,
+                reset_after=math.ceil(client_verdict.reset_after),
+            )
+        return Outcome(200, body, self._headers(decision))
+
+    async def run_status(self, run_id: str, request_id: str) -> Outcome:
+        try:
+            run = await self.runs.read(run_id)
+        except StoreError:
+            return self._unavailable(request_id)
+        if run is None:
+            return error(404, "not_found", "no run with this id", request_id)
+        return Outcome(200, run, self._headers(None))
+
+    # -- health -----------------------------------------------------------------------------------
+
+    async def ready(self) -> dict[str, bool]:
+        checks = {"store": True, "backend": True}
+        try:
+            await self._store(self.store.ping())
+        except StoreError:
+            checks["store"] = False
+        try:
+            await asyncio.wait_for(self.backend.ping(), 2.0)
+        except (BackendError, TimeoutError):
+            checks["backend"] = False
+        return checks
+
+    # -- background work ----------------------------------------------------------------------------
+
+    async def reconcile(self) -> int:
+        """Settle or refund reservations left pending by a crash or an uncertain start."""
+        settled = 0
+        for entry in await self.store.pending(self.clock() - self.policy.reconcile_after):
+            rid = entry["rid"]
+            if rid in self._inflight:
+                continue
+            found = await self._find(rid)
+            now = self.clock()
+            common = {"request_id": rid, "client_key": entry.get("client_key"),
+                      "client": entry.get("client")}
+            if found is None:
+                await self.store.apply(Batch(release=rid, records=[audit_record(
+                    now, self.policy.audit_retention, "refunded", detail="no run was started", **common)]))
+            else:
+                run = {"at": now, "run_id": rid, "ref": found.ref, "url": found.url,
+                       "state": found.state, "client_key": entry.get("client_key"),
+                       "params": entry.get("params", {})}
+                alert = self.alerts.accepted(str(entry.get("client")), rid, found.ref, now)
+                await self.store.apply(Batch(settle=rid, records=[
+                    Record("run", rid, run, expires=now + self.policy.audit_retention),
+                    Record("run_ref", found.ref, {"at": now, "run_id": rid},
+                           expires=now + self.policy.audit_retention),
+                    audit_record(now, self.policy.audit_retention, "recovered", run_id=rid,
+                                 ref=found.ref, **common),
+                ], outbox=self.outbox.items_for(alert)))
+            settled += 1
+        return settled
+
+    async def flush_denials(self, force: bool = False) -> None:
+        now = self.clock()
+        for summary in self.denials.drain(now, force):
+            log.info("denials", extra={"decision": "denied", **summary})
+            await self.store.apply(Batch(records=[
+                audit_record(now, self.policy.audit_retention, "denied", **summary)
+            ]))
+
+    async def background(self, stop: asyncio.Event, interval: float = 5.0) -> None:
+        """Reconcile, flush denial summaries and sweep, until ``stop`` is set."""
+        while not stop.is_set():
+            for job in (self.reconcile, self.flush_denials, self.store.sweep):
+                try:
+                    await job()
+                except Exception:  # the loop must survive any single failure
+                    log.exception("background job failed", extra={"job": job.__name__})
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except TimeoutError:
+                pass
+        await self.flush_denials(force=True)
+
+    def final(self, state: str) -> bool:
+        return state in FINAL_STATES

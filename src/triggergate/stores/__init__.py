@@ -1,0 +1,1 @@
+"""Stores: the quota ledger, records and outbox, one implementation per engine."""

@@ -1,0 +1,316 @@
+"""``dynamodb://TABLE?region=R&endpoint_url=U&ttl_attribute=ttl&audit_table=T``: one DynamoDB table.
+
+Item design (partition key ``pk`` only; see :mod:`triggergate.aws.dynamodb_schema`):
+
+* ``q#<key>`` one item per quota key: ``ev`` (map rid -> accepted-at), ``ver``
+  (a version number), ``hz`` (the key's longest window) and the TTL attribute
+  (the second its newest event leaves the window). Every write is a PutItem
+  conditioned on the version that was read with a strongly consistent read,
+  so two writers can never both extend the same state (optimistic concurrency;
+  a loser re-reads, re-decides, and retries a bounded number of times).
+* ``l#<rid>`` the reservation ledger: state, keys, the caller's ledger data;
+  while pending it sits in the sparse ``by_kind`` index under ``pending``.
+* ``r#<kind>#<id>`` records (JSON in ``doc``); those with a numeric ``at`` are
+  in ``by_kind`` under ``r#<kind>`` sorted by ``at``, so queries are paginated
+  Queries, never scans. Audit records carry no TTL attribute, so DynamoDB never
+  deletes them; ``audit_table=`` moves them to a table of their own (other
+  backups, retention or permissions). Records with an expiry carry the TTL.
+* ``o#<id>`` outbox items, in ``by_kind`` under ``outbox`` (by due time) or
+  ``dead`` (by burial time).
+
+Several checks (client limits and the global budget) cannot be reserved in one
+transaction on every engine (dynalite has none), so ``reserve`` decides on
+consistent reads, then adds the event key by key in the order given, each add
+conditional on the version its decision read. If a key changed meanwhile it is
+re-read and re-evaluated; a denial there removes the events already added and
+returns the denial. Exactness: a key's events only grow through a conditional
+write validated against exactly the state it replaces, so no key ever holds
+more events in a window than its limits allow, whatever the interleaving;
+undo only removes. The price is a possible spurious denial for a request
+racing another one that is about to be undone (callers list the client check
+first, so such a transient event mostly holds that client's own key).
+
+Every item that stops mattering carries the numeric TTL attribute and sits in
+the sparse ``by_expiry`` index; decisions ignore events outside the window, so
+nothing relies on TTL deletion having happened, and ``sweep`` deletes expired
+items through that index. A crash between adding the events and writing the
+ledger leaves a slot used until its window passes: it can only under-admit.
+Time always comes from the injected clock (Lambda's clock is good).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from triggergate.aws import dynamodb_schema as schema
+from triggergate.errors import ConfigurationError, StoreError
+from triggergate.quota import Check, Decision, Verdict, decide, evaluate
+from triggergate.registry import Context
+from triggergate.stores import dynamodb_items as items
+from triggergate.stores.base import Batch, Doc, OutboxItem, Record, Store
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+T = TypeVar("T")
+ATTEMPTS = 25  # every lost race means another writer won, so this bounds contention, not progress
+_PARAMS = ("audit_table", "create_table", "endpoint_url", "region", "timeout", "ttl_attribute")
+
+
+class DynamoDBStore(Store):
+    """Quotas, ledger, records and outbox in one DynamoDB table (plus an optional audit table)."""
+
+    schemes = ("dynamodb",)
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        region: str,
+        clock: Any,
+        endpoint_url: str | None = None,
+        ttl_attribute: str = schema.TTL_ATTRIBUTE,
+        audit_table: str | None = None,
+        timeout: float = 1.0,
+        create: bool = False,
+    ) -> None:
+        super().__init__(clock=clock)
+        self.table, self.audit_table, self.timeout, self.create = (
+            table,
+            audit_table,
+            timeout,
+            create,
+        )
+        self.codec = items.Codec(ttl_attribute)
+        self._region, self._endpoint = region, endpoint_url
+        self._client: DynamoDBClient | None = None
+        self._client_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dynamodb")
+
+    @classmethod
+    def from_url(cls, url: str, ctx: Context) -> DynamoDBStore:
+        parts = urlsplit(url)
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        unknown = set(query) - set(_PARAMS)
+        region = (
+            query.get("region")
+            or ctx.environ.get("AWS_REGION")
+            or ctx.environ.get("AWS_DEFAULT_REGION")
+        )
+        problem = (
+            f"unknown parameter(s) {', '.join(sorted(unknown))}; allowed: {', '.join(_PARAMS)}"
+            if unknown
+            else "write dynamodb://TABLE?region=REGION"
+            if not items.valid_table(parts.netloc)
+            else "set ?region= or AWS_REGION"
+            if not region
+            else "endpoint_url must start with http:// or https://"
+            if query.get("endpoint_url")
+            and not query["endpoint_url"].startswith(("http://", "https://"))
+            else "audit_table is not a valid table name"
+            if query.get("audit_table") and not items.valid_table(query["audit_table"])
+            else ""
+        )
+        try:
+            timeout = float(ctx.options.get("timeout", query.get("timeout", 1.0)))
+        except ValueError:
+            problem = problem or "timeout must be a number of seconds"
+            timeout = 1.0
+        if problem:
+            raise ConfigurationError(f"store: {problem}", key="store", value=url)
+        create = ctx.options.get("create_table", query.get("create_table", "false"))
+        return cls(
+            parts.netloc,
+            region=str(region),
+            clock=ctx.clock,
+            endpoint_url=query.get("endpoint_url"),
+            ttl_attribute=query.get("ttl_attribute") or schema.TTL_ATTRIBUTE,
+            audit_table=query.get("audit_table") or None,
+            timeout=timeout,
+            create=str(create).lower() in {"1", "true", "yes"},
+        )
+
+    # -- plumbing --------------------------------------------------------------------
+
+    @property
+    def client(self) -> DynamoDBClient:
+        with self._client_lock:
+            if self._client is None:
+                self._client = items.make_client(self._region, self._endpoint, self.timeout)
+            return self._client
+
+    async def _run(self, fn: Callable[..., T], *args: Any, budget: float = 1.0) -> T:
+        """Run blocking boto3 work in the pool; any failure or a stall becomes StoreError."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, functools.partial(fn, *args))
+        try:
+            return await asyncio.wait_for(future, self.timeout * budget)
+        except TimeoutError as exc:
+            raise StoreError("dynamodb: no answer in time") from exc
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"dynamodb: {items.error_code(exc)}") from exc
+
+    def _table_of(self, kind: str) -> str:
+        return self.audit_table if kind == "audit" and self.audit_table else self.table
+
+    # -- quota -----------------------------------------------------------------------
+
+    def _reserve(self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]) -> Decision:
+        db, codec = self.client, self.codec
+        now = self.clock()
+        states = [codec.read_quota(db, self.table, c.key) for c in checks]
+        decision = decide(checks, [s.times for s in states], now)
+        if not decision.allowed:
+            return decision
+        verdicts: list[Verdict] = list(decision.verdicts)
+        added: list[str] = []
+        for i, (check, state) in enumerate(zip(checks, states, strict=True)):
+            for attempt in range(ATTEMPTS):
+                if codec.add_event(db, self.table, check, state, rid, now):
+                    added.append(check.key)
+                    break
+                _pause(attempt)
+                state = codec.read_quota(db, self.table, check.key)
+                verdicts[i] = evaluate(check.key, state.times, check.limits, now)
+                if not verdicts[i].allowed:
+                    for key in added:
+                        codec.remove_event(db, self.table, key, rid)
+                    return Decision(now, tuple(verdicts))
+            else:
+                for key in added:
+                    codec.remove_event(db, self.table, key, rid)
+                raise StoreError("dynamodb: too much contention on one quota key")
+        codec.put_ledger(db, self.table, rid, checks, ledger, now)
+        return Decision(now, tuple(verdicts))
+
+    async def reserve(
+        self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]
+    ) -> Decision:
+        return await self._run(self._reserve, rid, checks, dict(ledger), budget=5.0)
+
+    def _peek(self, checks: Sequence[Check]) -> Decision:
+        states = [self.codec.read_quota(self.client, self.table, c.key) for c in checks]
+        return decide(checks, [s.times for s in states], self.clock())
+
+    async def peek(self, checks: Sequence[Check]) -> Decision:
+        return await self._run(self._peek, checks)
+
+    async def pending(self, older_than: float) -> list[Doc]:
+        found = await self._run(
+            self.codec.query_index,
+            self.client,
+            self.table,
+            "pending",
+            None,
+            older_than,
+            False,
+            10_000,
+        )
+        return [items.ledger_doc(item) for item in found if items.num(item["gsk"]) < older_than]
+
+    async def reset(self, key: str) -> int:
+        return await self._run(self.codec.drop_quota, self.client, self.table, key)
+
+    # -- records, outbox and settlement --------------------------------------------------
+
+    def _apply(self, batch: Batch) -> None:
+        db, codec = self.client, self.codec
+        if batch.settle:
+            codec.settle(db, self.table, batch.settle)
+        if batch.release:
+            for key in codec.refund(db, self.table, batch.release):
+                codec.remove_event(db, self.table, key, batch.release)
+        for record in batch.records:
+            db.put_item(TableName=self._table_of(record.kind), Item=codec.record_item(record))
+        for entry in batch.outbox:
+            db.put_item(TableName=self.table, Item=codec.outbox_item(entry, "outbox", entry.due))
+
+    async def apply(self, batch: Batch) -> None:
+        await self._run(self._apply, batch, budget=3.0)
+
+    async def put_new(self, record: Record) -> bool:
+        table = self._table_of(record.kind)
+        return await self._run(self.codec.put_new, self.client, table, record, self.clock())
+
+    async def get(self, kind: str, id: str) -> Doc | None:
+        table = self._table_of(kind)
+        return await self._run(self.codec.get_record, self.client, table, kind, id, self.clock())
+
+    async def delete(self, kind: str, id: str) -> None:
+        key = {schema.PK: {"S": items.record_pk(kind, id)}}
+        await self._run(
+            functools.partial(self.client.delete_item, TableName=self._table_of(kind), Key=key)
+        )
+
+    async def query(self, kind: str, *, since: float, until: float, limit: int) -> list[Doc]:
+        table, now = self._table_of(kind), self.clock()
+        found = await self._run(
+            self.codec.query_records, self.client, table, kind, since, until, limit, now, budget=3.0
+        )
+        return found
+
+    async def claim(self, now: float, lease: float, limit: int) -> list[OutboxItem]:
+        return await self._run(
+            self.codec.claim, self.client, self.table, now, lease, limit, budget=3.0
+        )
+
+    async def ack(self, item_id: str) -> None:
+        key = {schema.PK: {"S": items.outbox_pk(item_id)}}
+        await self._run(functools.partial(self.client.delete_item, TableName=self.table, Key=key))
+
+    async def retry_later(self, item: OutboxItem) -> None:
+        await self._run(self.codec.retry_later, self.client, self.table, item)
+
+    async def bury(self, item: OutboxItem) -> None:
+        entry = self.codec.outbox_item(item, "dead", self.clock())
+        await self._run(functools.partial(self.client.put_item, TableName=self.table, Item=entry))
+
+    async def dead(self, limit: int) -> list[OutboxItem]:
+        found = await self._run(
+            self.codec.query_index, self.client, self.table, "dead", None, None, True, limit
+        )
+        return [items.outbox_entry(item) for item in found]
+
+    async def revive(self, item_id: str | None) -> int:
+        return await self._run(self.codec.revive, self.client, self.table, item_id, budget=5.0)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        # GetItem needs no permission beyond what serving uses (DescribeTable would).
+        key = {schema.PK: {"S": "ping"}}
+        await self._run(functools.partial(self.client.get_item, TableName=self.table, Key=key))
+
+    async def sweep(self, limit: int = 500) -> int:
+        tables = [self.table] + ([self.audit_table] if self.audit_table else [])
+        now, removed = self.clock(), 0
+        for table in tables:
+            removed += await self._run(
+                self.codec.sweep, self.client, table, now, limit - removed, budget=5.0
+            )
+        return removed
+
+    async def open(self) -> None:
+        if self.create:
+            for table in [self.table] + ([self.audit_table] if self.audit_table else []):
+                await self._run(
+                    schema.create_table, self.client, table, self.codec.ttl, budget=30.0
+                )
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _pause(attempt: int) -> None:
+    # Jittered, growing, capped: racing writers spread out instead of colliding again.
+    time.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.05)))  # noqa: S311 - jitter, not crypto

@@ -1,0 +1,334 @@
+"""``sqlite:///path/to/file.db``: the embedded default, safe for several processes on one host.
+
+WAL mode lets readers run beside one writer. Every write runs in one
+``BEGIN IMMEDIATE`` transaction on a single writer thread per process (a
+deferred transaction that upgrades to a write fails with BUSY without waiting);
+reads run inline on the caller's thread, since a WAL read never waits for a
+writer. ``busy_timeout`` stays under a second so a locked or broken database
+fails closed in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from triggergate.errors import ConfigurationError, StoreError
+from triggergate.quota import Check, Decision, decide
+from triggergate.registry import Context
+from triggergate.stores.base import Batch, Doc, OutboxItem, Record, Store
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    key TEXT NOT NULL, rid TEXT NOT NULL, at REAL NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (key, rid)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_expires ON events (expires);
+CREATE TABLE IF NOT EXISTS ledger (
+    rid TEXT PRIMARY KEY, at REAL NOT NULL, keys TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS ledger_at ON ledger (at);
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL, id TEXT NOT NULL, at REAL, expires REAL, doc TEXT NOT NULL,
+    PRIMARY KEY (kind, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_at ON records (kind, at);
+CREATE INDEX IF NOT EXISTS records_expires ON records (expires) WHERE expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT PRIMARY KEY, target TEXT NOT NULL, payload TEXT NOT NULL,
+    attempts INTEGER NOT NULL, due REAL NOT NULL, error TEXT NOT NULL, dead INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (dead, due);
+"""
+
+BUSY_TIMEOUT_MS = 800
+
+
+def _item(row: Sequence[Any]) -> OutboxItem:
+    return OutboxItem(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5])
+
+
+class SQLiteStore(Store):
+    """One SQLite file in WAL mode, shared by the processes of one host."""
+
+    schemes = ("sqlite",)
+
+    def __init__(self, path: Path, ctx: Context, synchronous: str = "NORMAL") -> None:
+        super().__init__(ctx.clock)
+        self.path = path
+        self.synchronous = synchronous
+        self._reader: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+
+    @classmethod
+    def from_url(cls, url: str, ctx: Context) -> SQLiteStore:
+        parts = urlsplit(url)
+        if parts.netloc or not parts.path:
+            raise ConfigurationError(
+                f"store: {url!r} is not a SQLite URL; write sqlite:///relative/file.db or "
+                "sqlite:////absolute/file.db",
+                key="store",
+                value=url,
+            )
+        query = parse_qs(parts.query)
+        sync = query.get("synchronous", ["normal"])[0].upper()
+        if sync not in {"NORMAL", "FULL"}:
+            raise ConfigurationError(
+                f"store: synchronous={sync.lower()!r} is not allowed; use normal or full",
+                key="store",
+                value=url,
+            )
+        # sqlite:///x.db -> "x.db" (relative), sqlite:////abs/x.db -> "/abs/x.db"
+        return cls(Path(parts.path[1:]), ctx, sync)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        return conn
+
+    async def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            writer = self._connect()
+            if writer.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
+                raise StoreError(f"sqlite store {self.path.name}: WAL mode unavailable")
+            writer.executescript(SCHEMA)
+            self._writer, self._reader = writer, self._connect()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"sqlite store {self.path.name}: cannot open ({exc})") from exc
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                conn.close()
+        self._reader = self._writer = None
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._reader is None:
+            raise StoreError("sqlite store is not open")
+        try:
+            return fn(self._reader)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite store read failed: {exc}") from exc
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        writer = self._writer
+        if writer is None:
+            raise StoreError("sqlite store is not open")
+
+        def run() -> T:
+            writer.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(writer)
+            except BaseException:
+                writer.execute("ROLLBACK")
+                raise
+            writer.execute("COMMIT")
+            return result
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite store write failed: {exc}") from exc
+
+    @staticmethod
+    def _events(conn: sqlite3.Connection, checks: Sequence[Check], now: float) -> list[list[float]]:
+        return [
+            [
+                row[0]
+                for row in conn.execute(
+                    "SELECT at FROM events WHERE key = ? AND at > ?", (c.key, now - c.horizon)
+                )
+            ]
+            for c in checks
+        ]
+
+    # -- quota -----------------------------------------------------------------------
+
+    async def reserve(self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]) -> Decision:
+        def tx(conn: sqlite3.Connection) -> Decision:
+            now = self.clock()
+            decision = decide(checks, self._events(conn, checks, now), now)
+            if decision.allowed:
+                conn.executemany(
+                    "INSERT INTO events (key, rid, at, expires) VALUES (?, ?, ?, ?)",
+                    [(c.key, rid, now, now + c.horizon) for c in checks],
+                )
+                conn.execute(
+                    "INSERT INTO ledger (rid, at, keys, doc) VALUES (?, ?, ?, ?)",
+                    (rid, now, json.dumps([c.key for c in checks]), json.dumps(dict(ledger))),
+                )
+            return decision
+
+        return await self._write(tx)
+
+    async def peek(self, checks: Sequence[Check]) -> Decision:
+        now = self.clock()
+        return self._read(lambda conn: decide(checks, self._events(conn, checks, now), now))
+
+    async def pending(self, older_than: float) -> list[Doc]:
+        rows = self._read(
+            lambda conn: conn.execute(
+                "SELECT rid, at, keys, doc FROM ledger WHERE at < ? ORDER BY at", (older_than,)
+            ).fetchall()
+        )
+        return [
+            {**json.loads(doc), "rid": rid, "at": at, "keys": json.loads(keys)}
+            for rid, at, keys, doc in rows
+        ]
+
+    async def reset(self, key: str) -> int:
+        return await self._write(
+            lambda conn: conn.execute("DELETE FROM events WHERE key = ?", (key,)).rowcount
+        )
+
+    # -- records and outbox -------------------------------------------------------------
+
+    async def apply(self, batch: Batch) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            if batch.settle:
+                conn.execute("DELETE FROM ledger WHERE rid = ?", (batch.settle,))
+            if batch.release:
+                row = conn.execute(
+                    "DELETE FROM ledger WHERE rid = ? RETURNING keys", (batch.release,)
+                ).fetchone()
+                if row is not None:
+                    conn.executemany(
+                        "DELETE FROM events WHERE key = ? AND rid = ?",
+                        [(key, batch.release) for key in json.loads(row[0])],
+                    )
+            conn.executemany(
+                "INSERT OR REPLACE INTO records (kind, id, at, expires, doc) VALUES (?, ?, ?, ?, ?)",
+                [(r.kind, r.id, r.doc.get("at"), r.expires, json.dumps(r.doc)) for r in batch.records],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, ?, 0)",
+                [
+                    (i.id, i.target, json.dumps(i.payload), i.attempts, i.due, i.error)
+                    for i in batch.outbox
+                ],
+            )
+
+        await self._write(tx)
+
+    async def put_new(self, record: Record) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            conn.execute(
+                "DELETE FROM records WHERE kind = ? AND id = ? AND expires <= ?",
+                (record.kind, record.id, self.clock()),
+            )
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO records (kind, id, at, expires, doc) VALUES (?, ?, ?, ?, ?)",
+                (record.kind, record.id, record.doc.get("at"), record.expires, json.dumps(record.doc)),
+            )
+            return cursor.rowcount == 1
+
+        return await self._write(tx)
+
+    async def get(self, kind: str, id: str) -> Doc | None:
+        row = self._read(
+            lambda conn: conn.execute(
+                "SELECT doc FROM records WHERE kind = ? AND id = ? "
+                "AND (expires IS NULL OR expires > ?)",
+                (kind, id, self.clock()),
+            ).fetchone()
+        )
+        return json.loads(row[0]) if row else None
+
+    async def delete(self, kind: str, id: str) -> None:
+        await self._write(
+            lambda conn: conn.execute("DELETE FROM records WHERE kind = ? AND id = ?", (kind, id))
+        )
+
+    async def query(self, kind: str, *, since: float, until: float, limit: int) -> list[Doc]:
+        rows = self._read(
+            lambda conn: conn.execute(
+                "SELECT doc FROM records WHERE kind = ? AND at >= ? AND at < ? "
+                "AND (expires IS NULL OR expires > ?) ORDER BY at DESC LIMIT ?",
+                (kind, since, until, self.clock(), limit),
+            ).fetchall()
+        )
+        return [json.loads(r[0]) for r in rows]
+
+    async def claim(self, now: float, lease: float, limit: int) -> list[OutboxItem]:
+        def tx(conn: sqlite3.Connection) -> list[OutboxItem]:
+            rows = conn.execute(
+                "SELECT id, target, payload, attempts, due, error FROM outbox "
+                "WHERE dead = 0 AND due <= ? ORDER BY due LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE outbox SET due = ? WHERE id = ?", [(now + lease, r[0]) for r in rows]
+            )
+            return [_item(r) for r in rows]
+
+        return await self._write(tx)
+
+    async def ack(self, item_id: str) -> None:
+        await self._write(lambda conn: conn.execute("DELETE FROM outbox WHERE id = ?", (item_id,)))
+
+    async def retry_later(self, item: OutboxItem) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE outbox SET attempts = ?, due = ?, error = ? WHERE id = ? AND dead = 0",
+                (item.attempts, item.due, item.error, item.id),
+            )
+        )
+
+    async def bury(self, item: OutboxItem) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, ?, 1)",
+                (item.id, item.target, json.dumps(item.payload), item.attempts, self.clock(), item.error),
+            )
+        )
+
+    async def dead(self, limit: int) -> list[OutboxItem]:
+        rows = self._read(
+            lambda conn: conn.execute(
+                "SELECT id, target, payload, attempts, due, error FROM outbox "
+                "WHERE dead = 1 ORDER BY due LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [_item(r) for r in rows]
+
+    async def revive(self, item_id: str | None) -> int:
+        if item_id is None:
+            sql, args = "UPDATE outbox SET dead = 0, due = 0 WHERE dead = 1", ()
+        else:
+            sql, args = "UPDATE outbox SET dead = 0, due = 0 WHERE dead = 1 AND id = ?", (item_id,)
+        return await self._write(lambda conn: conn.execute(sql, args).rowcount)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def sweep(self, limit: int = 500) -> int:
+        def tx(conn: sqlite3.Connection) -> int:
+            now = self.clock()
+            events = conn.execute(
+                "DELETE FROM events WHERE (key, rid) IN "
+                "(SELECT key, rid FROM events WHERE expires <= ? LIMIT ?)",
+                (now, limit),
+            ).rowcount
+            records = conn.execute(
+                "DELETE FROM records WHERE (kind, id) IN (SELECT kind, id FROM records "
+                "WHERE expires IS NOT NULL AND expires <= ? LIMIT ?)",
+                (now, limit),
+            ).rowcount
+            return int(events + records)
+
+        return await self._write(tx)

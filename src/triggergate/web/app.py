@@ -1,0 +1,197 @@
+"""The Starlette app: routes of DESIGN.md's HTTP surface, safe errors, request ids."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from triggergate import logs
+from triggergate.metrics import DECISIONS, LATENCY, REGISTRY
+from triggergate.models import Outcome, TriggerRequest, error
+from triggergate.ratelimit_headers import policy_header
+from triggergate.service import Service
+from triggergate.settings import Settings, load_settings
+from triggergate.web.openapi import openapi_document
+from triggergate.web.page import render_page
+from triggergate.wiring import build_service
+
+log = logging.getLogger("triggergate.web")
+
+MAX_BODY = 4096
+REQUEST_ID = "triggergate.request_id"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def request_id(request: Request) -> str:
+    return str(request.scope.get(REQUEST_ID, ""))
+
+
+def respond(outcome: Outcome) -> JSONResponse:
+    return JSONResponse(outcome.body, outcome.status, headers=outcome.headers)
+
+
+class RequestIdMiddleware:
+    """Gives every request an id and every response ``X-Request-Id`` and the rate policy."""
+
+    def __init__(self, app: ASGIApp, policy: str) -> None:
+        self.app = app
+        self.policy = policy.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = uuid.uuid4().hex
+        scope[REQUEST_ID] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                headers.append((b"x-request-id", rid.encode()))
+                if b"ratelimit-policy" not in names:
+                    headers.append((b"ratelimit-policy", self.policy))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused past MAX_BODY without buffering the rest."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        raise _TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_BODY:
+            raise _TooLarge
+    return bytes(body)
+
+
+def _trigger_request(request: Request, payload: Any = None) -> TriggerRequest:
+    return TriggerRequest(
+        peer=request.client.host if request.client else None,
+        headers=[(k.lower(), v) for k, v in request.headers.items()],
+        request_id=request_id(request),
+        payload=payload,
+        idempotency_key=request.headers.get("idempotency-key"),
+    )
+
+
+def create_app(settings: Settings | None = None, service: Service | None = None) -> Starlette:
+    """The ASGI app; settings default to the environment and ``TRIGGERGATE_CONFIG``."""
+    settings = settings or load_settings()
+    svc = service or build_service(settings)
+    logs.configure(settings.log_level)
+
+    async def trigger(request: Request) -> Response:
+        rid = request_id(request)
+        started = time.perf_counter()
+        try:
+            body = await read_body(request)
+        except _TooLarge:
+            return respond(error(413, "body_too_large", f"the body may be at most {MAX_BODY} bytes", rid))
+        payload = None
+        if body.strip():
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype != "application/json":
+                return respond(error(415, "unsupported_media_type", "send JSON (application/json)", rid))
+            try:
+                payload = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                return respond(error(400, "bad_json", "the body is not valid JSON", rid))
+        outcome = await svc.trigger(_trigger_request(request, payload))
+        DECISIONS.labels(outcome.body.get("error") or outcome.body.get("status", "accepted")).inc()
+        LATENCY.observe(time.perf_counter() - started)
+        return respond(outcome)
+
+    async def quota(request: Request) -> Response:
+        return respond(await svc.quota(_trigger_request(request)))
+
+    async def run(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        if not (0 < len(run_id) <= 64 and run_id.isalnum()):
+            return respond(error(404, "not_found", "no run with this id", request_id(request)))
+        return respond(await svc.run_status(run_id, request_id(request)))
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse(render_page(settings, svc.backend.name))
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        checks = await svc.ready()
+        ok = all(checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document(settings))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        codes = {404: ("not_found", "no such resource"), 405: ("method_not_allowed", "method not allowed")}
+        code, detail = codes.get(exc.status_code, ("bad_request", "the request was not understood"))
+        outcome = error(exc.status_code, code, detail, request_id(request))
+        return JSONResponse(outcome.body, exc.status_code, headers=exc.headers)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"request_id": request_id(request)})
+        return respond(error(500, "internal", "something went wrong on our side", request_id(request)))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await svc.store.open()
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(svc.outbox.run(stop)),
+            asyncio.create_task(svc.background(stop)),
+        ]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await svc.outbox.close()
+            await svc.backend.close()
+            await svc.store.close()
+
+    app = Starlette(
+        routes=[
+            Route("/trigger", trigger, methods=["POST"]),
+            Route("/quota", quota, methods=["GET"]),
+            Route("/runs/{run_id}", run, methods=["GET"]),
+            Route("/", page, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestIdMiddleware, policy=policy_header(settings.client_limits))
+    app.state.service = svc
+    return app

@@ -1,0 +1,79 @@
+"""Concrete classes are chosen and wired here, once, from the settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from triggergate.clock import Clock, system_clock
+from triggergate.errors import ConfigurationError
+from triggergate.gate import Gate
+from triggergate.identity import IdentityPolicy
+from triggergate.outbox import Outbox
+from triggergate.registry import Context, backend_from_url, notifier_from_url, store_from_url
+from triggergate.service import Policy, Service
+from triggergate.settings import Settings, parse_duration
+
+
+def context(settings: Settings, clock: Clock, environ: Mapping[str, str] | None = None) -> Context:
+    return Context(
+        clock=clock,
+        environ=dict(os.environ if environ is None else environ),
+        state_dir=settings.state_dir,
+    )
+
+
+def policy(settings: Settings) -> Policy:
+    secret = settings.key_secret.get_secret_value().encode() if settings.key_secret else None
+    return Policy(
+        gate=Gate(
+            limits=settings.client_limits,
+            budget=settings.budget_limits,
+            allow=Settings.networks(settings.allow),
+            deny=Settings.networks(settings.deny),
+        ),
+        identity=IdentityPolicy(
+            trusted_proxies=Settings.networks(settings.trusted_proxies),
+            ipv4_prefix=settings.ipv4_prefix,
+            ipv6_prefix=settings.ipv6_prefix,
+            key_secret=secret,
+            header=settings.forwarded_header,
+        ),
+        params=dict(settings.params),
+        audit_retention=parse_duration(settings.audit_retention),
+        idempotency_ttl=parse_duration(settings.idempotency_ttl),
+        store_timeout=settings.store_timeout,
+        backend_timeout=settings.backend_timeout,
+        reconcile_after=settings.reconcile_after,
+        coalesce=settings.coalesce,
+    )
+
+
+def build_service(settings: Settings, clock: Clock = system_clock) -> Service:
+    """Every adapter built from its URL; raises ConfigurationError on the first bad one."""
+    ctx = context(settings, clock)
+    store = store_from_url(settings.store, ctx)
+    backend = backend_from_url(settings.pipeline, ctx)
+    notifiers = [notifier_from_url(url, ctx) for url in settings.notify]
+    dead = notifier_from_url(settings.dead_letter, ctx, "dead_letter") if settings.dead_letter else None
+    outbox = Outbox(store, notifiers, clock=clock, max_attempts=settings.outbox_attempts, dead_letter=dead)
+    return Service(store, backend, outbox, policy(settings), clock)
+
+
+def check_adapters(settings: Settings) -> list[str]:
+    """Every adapter URL problem, one line each, without connecting to anything."""
+    ctx = context(settings, system_clock)
+    problems: list[str] = []
+    builders = [(store_from_url, settings.store, "store"), (backend_from_url, settings.pipeline, "pipeline")]
+    for build, url, key in builders:
+        try:
+            build(url, ctx)
+        except ConfigurationError as exc:
+            problems.append(f"{key} (TRIGGERGATE_{key.upper()}): {exc}")
+    for key, urls in (("notify", settings.notify), ("dead_letter", [settings.dead_letter])):
+        for url in filter(None, urls):
+            try:
+                notifier_from_url(url, ctx, key)
+            except ConfigurationError as exc:
+                problems.append(f"{key} (TRIGGERGATE_{key.upper()}): {exc}")
+    return problems
