@@ -203,3 +203,36 @@ def test_fast_path_agrees_with_the_general_path(address: ipaddress.IPv4Address) 
         fast = resolve_client(str(address), [], policy)
         general = resolve_client(f" {address} ", [], policy)  # whitespace skips the fast path
         assert fast == general
+
+
+BAD_XFF = st.sampled_from(["garbage", "unknown", "_hidden", "1.2.3", "127.1", "[::1", "::ffff:1.2"])
+BAD_FWD = st.sampled_from(
+    [
+        "for=_hidden",
+        "for=unknown",
+        "proto=https",
+        'for=""',
+        "for=garbage",
+        "for=1.2.3.4;for=5.6.7.8",
+    ]
+)
+
+
+@given(TEXT, BAD_XFF, BAD_FWD)
+def test_a_malformed_hop_written_last_is_a_400_whatever_came_before(
+    left: str, bad_xff: str, bad_fwd: str
+) -> None:
+    """A malformed hop nearest the proxy is a 400 under both headers, never a fallback key."""
+    xff = outcome(
+        partial(
+            resolve_client,
+            "10.0.0.1",
+            [("x-forwarded-for", left), ("x-forwarded-for", bad_xff)],
+            XFF,
+        )
+    )
+    fwd = outcome(
+        partial(resolve_client, "10.0.0.1", [("forwarded", left), ("forwarded", bad_fwd)], FWD)
+    )
+    assert isinstance(xff, RequestError)
+    assert isinstance(fwd, RequestError)

@@ -182,14 +182,14 @@ class Outbox:
     async def run(self, stop: asyncio.Event, interval: float = 1.0, limit: int = 50) -> None:
         """Deliver until ``stop`` is set; store failures are logged and retried later."""
         while not stop.is_set():
-            claimed_full = False
+            busy = False
             try:
-                claimed_full = await self.deliver_due(limit) >= limit
+                busy = await self.deliver_due(limit) >= limit
             except StoreError as exc:
                 _log("outbox_store_failed", error=_safe_error(exc))
             except Exception as exc:  # the loop outlives any single bug
                 _log("outbox_loop_failed", error=_safe_error(exc))
-            if claimed_full:
+            if busy:
                 continue  # a full batch: more are probably due
             await self._sleep(stop, interval)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from triggergate.audit import AlertText, DenialCounter, audit_record, iso
-from triggergate.backends.base import FINAL_STATES, Backend, StartRequest, Started
+from triggergate.backends.base import Backend, StartRequest, Started
 from triggergate.clock import Clock
 from triggergate.errors import BackendError, BackendRefused, RequestError, StoreError
 from triggergate.gate import BUDGET_KEY, Gate, KillSwitch
@@ -366,5 +366,12 @@ class Service:
                 pass
         await self.flush_denials(force=True)
 
-    def final(self, state: str) -> bool:
-        return state in FINAL_STATES
+    async def close(self) -> None:
+        """Release every adapter's connections."""
+        notifiers = list(self.outbox.notifiers.values())
+        if self.outbox.dead_letter is not None:
+            notifiers.append(self.outbox.dead_letter)
+        for notifier in notifiers:
+            await notifier.close()
+        await self.backend.close()
+        await self.store.close()

@@ -46,7 +46,9 @@ def req(rid: str = "req-1", **params: str) -> StartRequest:
 async def test_start_returns_run_details_and_status_progresses_to_succeeded(
     gh: tuple[GitHubState, str], backend: GitHubBackend
 ) -> None:
-    """A dispatch answered with run details gives the run id and URL; reads go queued->running->succeeded."""
+    """A dispatch answered with run details gives the run id and URL; reads go
+    queued->running->succeeded.
+    """
     started = await backend.start(req(env="prod"))
     state = gh[0]
     assert started.ref == str(state.runs[0]["id"])
@@ -56,7 +58,9 @@ async def test_start_returns_run_details_and_status_progresses_to_succeeded(
     assert (await backend.status(started.ref)).url == started.url
 
 
-async def test_failed_conclusion_maps_to_failed(gh: tuple[GitHubState, str], backend: GitHubBackend) -> None:
+async def test_failed_conclusion_maps_to_failed(
+    gh: tuple[GitHubState, str], backend: GitHubBackend
+) -> None:
     """A run that completes with conclusion failure reads as failed."""
     gh[0].conclusion = "failure"
     started = await backend.start(req())
@@ -67,7 +71,9 @@ async def test_failed_conclusion_maps_to_failed(gh: tuple[GitHubState, str], bac
 async def test_server_without_run_details_falls_back_to_correlation_lookup(
     gh: tuple[GitHubState, str], backend: GitHubBackend
 ) -> None:
-    """An older server refuses return_run_details; one run starts and is found by its correlation id."""
+    """An older server refuses return_run_details; one run starts and is found by its correlation
+    id.
+    """
     gh[0].run_details = False
     started = await backend.start(req("req-old"))
     assert len(gh[0].runs) == 1
@@ -96,10 +102,23 @@ async def test_429_retry_after_seconds_is_honoured(
     assert len(gh[0].runs) == 1
 
 
+async def test_secondary_rate_limit_403_with_retry_after_is_retried_not_refused(
+    gh: tuple[GitHubState, str], backend: GitHubBackend
+) -> None:
+    """GitHub's secondary rate limit (403 + Retry-After) waits and retries; one run starts."""
+    gh[0].faults.inject(Fault(status=403, retry_after="1"))
+    begin = time.monotonic()
+    await backend.start(req())
+    assert time.monotonic() - begin >= 1.0
+    assert len(gh[0].runs) == 1
+
+
 async def test_429_beyond_the_budget_is_a_definite_refusal_with_retry_after(
     gh: tuple[GitHubState, str], backend: GitHubBackend
 ) -> None:
-    """A Retry-After longer than the retry budget ends the attempt: refused, not misconfigured, no run."""
+    """A Retry-After longer than the retry budget ends the attempt: refused, not misconfigured, no
+    run.
+    """
     gh[0].faults.inject(Fault(status=429, retry_after="60"))
     with pytest.raises(BackendRefused) as info:
         await backend.start(req())
@@ -109,12 +128,15 @@ async def test_429_beyond_the_budget_is_a_definite_refusal_with_retry_after(
 
 
 @pytest.mark.parametrize(
-    ("case", "status"), [("token", "401"), ("workflow", "404"), ("branch", "422"), ("forbidden", "403")]
+    ("case", "status"),
+    [("token", "401"), ("workflow", "404"), ("branch", "422"), ("forbidden", "403")],
 )
 async def test_definite_refusal_raises_backend_refused_and_starts_nothing(
     gh: tuple[GitHubState, str], case: str, status: str
 ) -> None:
-    """Bad token, unknown workflow, unknown branch or a forbidden token: BackendRefused naming the status."""
+    """Bad token, unknown workflow, unknown branch or a forbidden token: BackendRefused naming the
+    status.
+    """
     url = gh[1]
     backend = {
         "token": make(url, token="ghp_wrongwrongwrongwrong"),
@@ -140,7 +162,9 @@ async def test_definite_refusal_raises_backend_refused_and_starts_nothing(
 async def test_ambiguous_start_is_uncertain_and_find_locates_the_single_run(
     gh: tuple[GitHubState, str], backend: GitHubBackend, after: str
 ) -> None:
-    """Accepted-then-dropped or accepted-then-stalled: BackendUncertain, no retry, find() returns the run."""
+    """Accepted-then-dropped or accepted-then-stalled: BackendUncertain, no retry, find() returns
+    the run.
+    """
     gh[0].faults.inject(Fault(after=after, seconds=1.5))
     with pytest.raises(BackendUncertain):
         await backend.start(req("req-amb"))
@@ -170,7 +194,9 @@ async def test_ten_racing_starts_with_one_request_id_start_one_run(
 async def test_token_absent_from_errors_logs_and_results(
     gh: tuple[GitHubState, str], all_logs: pytest.LogCaptureFixture
 ) -> None:
-    """Neither a refused nor a successful start puts the token in exception text, logs or results."""
+    """Neither a refused nor a successful start puts the token in exception text, logs or
+    results.
+    """
     wrong = "ghp_wrongTOKENwhichMustNotLeak0123456789"
     bad, good = make(gh[1], token=wrong), make(gh[1])
     try:
@@ -185,5 +211,11 @@ async def test_token_absent_from_errors_logs_and_results(
     assert all_logs.records, "httpx logs each request at INFO/DEBUG"
     for secret in (wrong, TOKEN):
         assert_secret_absent(
-            secret, info.value, repr(info.value), info.value.__cause__, all_logs.text, started, status
+            secret,
+            info.value,
+            repr(info.value),
+            info.value.__cause__,
+            all_logs.text,
+            started,
+            status,
         )

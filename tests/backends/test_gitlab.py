@@ -79,7 +79,9 @@ async def test_retry_after_503_then_success_starts_one_pipeline(
 async def test_429_retry_after_http_date_is_honoured(
     gl: tuple[GitLabState, str], backend: GitLabBackend
 ) -> None:
-    """A 429 whose Retry-After is an HTTP date two seconds ahead delays the retry past one second."""
+    """A 429 whose Retry-After is an HTTP date two seconds ahead delays the retry past one
+    second.
+    """
     from email.utils import formatdate
 
     gl[0].faults.inject(Fault(status=429, retry_after=formatdate(time.time() + 2, usegmt=True)))
@@ -89,13 +91,17 @@ async def test_429_retry_after_http_date_is_honoured(
     assert len(gl[0].pipelines) == 1
 
 
-@pytest.mark.parametrize(("case", "status"), [("token", "404"), ("ref", "400"), ("forbidden", "403")])
+@pytest.mark.parametrize(
+    ("case", "status"), [("token", "404"), ("ref", "400"), ("forbidden", "403")]
+)
 async def test_definite_refusal_raises_backend_refused_and_starts_nothing(
     gl: tuple[GitLabState, str], case: str, status: str
 ) -> None:
     """A wrong trigger token, an unknown ref or a 403 give BackendRefused naming the status."""
-    backend = make(gl[1], trigger="glptt-wrong000000000") if case == "token" else make(
-        gl[1], ref="gone" if case == "ref" else "main"
+    backend = (
+        make(gl[1], trigger="glptt-wrong000000000")
+        if case == "token"
+        else make(gl[1], ref="gone" if case == "ref" else "main")
     )
     if case == "forbidden":
         gl[0].faults.refusal = 403
@@ -127,7 +133,9 @@ async def test_wrong_read_token_refuses_status_reads(gl: tuple[GitLabState, str]
 async def test_ambiguous_start_is_uncertain_and_find_locates_the_single_pipeline(
     gl: tuple[GitLabState, str], backend: GitLabBackend, after: str
 ) -> None:
-    """Accepted-then-dropped or accepted-then-stalled: BackendUncertain, then find() returns the pipeline."""
+    """Accepted-then-dropped or accepted-then-stalled: BackendUncertain, then find() returns the
+    pipeline.
+    """
     await backend.start(req("req-0"))
     gl[0].faults.inject(Fault(after=after, seconds=1.5))
     with pytest.raises(BackendUncertain):
@@ -166,4 +174,6 @@ async def test_tokens_absent_from_errors_logs_and_results(
         await good.close()
     assert all_logs.records
     for secret in (wrong, TRIGGER_TOKEN, READ_TOKEN):
-        assert_secret_absent(secret, info.value, info.value.__cause__, all_logs.text, started, status, found)
+        assert_secret_absent(
+            secret, info.value, info.value.__cause__, all_logs.text, started, status, found
+        )

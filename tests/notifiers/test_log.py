@@ -20,7 +20,9 @@ ALERT = Alert(
 )
 
 
-async def test_log_notifier_writes_one_json_line_per_alert(caplog: pytest.LogCaptureFixture) -> None:
+async def test_log_notifier_writes_one_json_line_per_alert(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Each alert is exactly one record whose message is a one-line JSON object of the alert."""
     notifier = notifier_from_url("log://", Context())
     with caplog.at_level(logging.INFO, logger="triggergate.alerts"):

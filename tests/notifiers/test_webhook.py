@@ -34,7 +34,9 @@ def open_receiver() -> Iterator[WebhookServer]:
         yield server
 
 
-def notifier(server: WebhookServer, path: str = "/hook", secret: str | None = SECRET) -> WebhookNotifier:
+def notifier(
+    server: WebhookServer, path: str = "/hook", secret: str | None = SECRET
+) -> WebhookNotifier:
     environ = {"TRIGGERGATE_WEBHOOK_SECRET": secret} if secret else {}
     url = "webhook+" + server.url + path
     built = notifier_from_url(url, Context(clock=ManualClock(1_700_000_123.9), environ=environ))
@@ -70,7 +72,8 @@ async def test_signature_covers_timestamp_and_raw_body(receiver: WebhookServer) 
     assert got.headers["x-triggergate-timestamp"] == "1700000123"
     expected = sign(SECRET, "1700000123", got.body)
     assert got.headers["x-triggergate-signature"] == expected
-    assert expected.startswith("sha256=") and len(expected) == len("sha256=") + 64
+    assert expected.startswith("sha256=")
+    assert len(expected) == len("sha256=") + 64
 
 
 async def test_wrong_secret_is_rejected_by_the_receiver(receiver: WebhookServer) -> None:
@@ -79,7 +82,8 @@ async def test_wrong_secret_is_rejected_by_the_receiver(receiver: WebhookServer)
     with pytest.raises(NotifyError, match="HTTP 401"):
         await hook.send(ALERT)
     await hook.close()
-    assert receiver.received == [] and len(receiver.rejected) == 1
+    assert receiver.received == []
+    assert len(receiver.rejected) == 1
 
 
 async def test_without_a_secret_no_signature_is_sent(open_receiver: WebhookServer) -> None:
@@ -88,7 +92,8 @@ async def test_without_a_secret_no_signature_is_sent(open_receiver: WebhookServe
     await hook.send(ALERT)
     await hook.close()
     headers = open_receiver.received[0].headers
-    assert "x-triggergate-signature" not in headers and "x-triggergate-timestamp" not in headers
+    assert "x-triggergate-signature" not in headers
+    assert "x-triggergate-timestamp" not in headers
 
 
 async def test_non_2xx_answer_is_a_safe_notify_error(receiver: WebhookServer) -> None:
@@ -151,4 +156,6 @@ def test_bad_webhook_urls_are_configuration_errors(bad_url: str, needle: str) ->
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "127.8.9.10"])
 def test_plain_http_is_allowed_on_loopback(host: str) -> None:
     """``webhook+http://`` is accepted for loopback hosts (tests and local relays)."""
-    assert WebhookNotifier.from_url(f"webhook+http://{host}:9/x", Context()).url.startswith("http://")
+    assert WebhookNotifier.from_url(f"webhook+http://{host}:9/x", Context()).url.startswith(
+        "http://"
+    )

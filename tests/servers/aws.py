@@ -29,7 +29,9 @@ FAKE_ENV = {
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     "AWS_EC2_METADATA_DISABLED": "true",
 }
-DYNALITE = Path(__file__).resolve().parents[2] / ".tmp" / "node" / "node_modules" / ".bin" / "dynalite"
+DYNALITE = (
+    Path(__file__).resolve().parents[2] / ".tmp" / "node" / "node_modules" / ".bin" / "dynalite"
+)
 
 
 @contextmanager
@@ -77,11 +79,21 @@ def dynalite_server() -> Iterator[str]:
         pytest.fail(f"dynalite is missing: npm install --prefix {DYNALITE.parents[2]} dynalite")
     port = _free_port()
     proc = subprocess.Popen(
-        [node, str(DYNALITE.resolve()), "--host", "127.0.0.1", "--port", str(port),
-         "--createTableMs", "20", "--deleteTableMs", "20"],
+        [
+            node,
+            str(DYNALITE.resolve()),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--createTableMs",
+            "20",
+            "--deleteTableMs",
+            "20",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

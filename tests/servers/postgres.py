@@ -30,7 +30,9 @@ PASSWORD = "tg-test-secret"
 
 def _binary(name: str) -> str:
     """Debian keeps the server binaries off PATH, in /usr/lib/postgresql/<version>/bin."""
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[::-1]), None)
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[::-1]), None
+    )
     return require_binary(found or name, INSTALL)
 
 

@@ -42,7 +42,15 @@ class RedisServer:
 
     def start(self) -> None:
         """Start (or restart, on the same port) and return once it accepts connections."""
-        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)]
+        argv = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.folder),
+        ]
         argv += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "redis.log"]
         self.process = subprocess.Popen(argv, cwd=self.folder, stdin=subprocess.DEVNULL)
         wait_for_port(self.port)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
-from email.message import Message
+from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ class Delivered:
     tls: bool
 
     @property
-    def message(self) -> Message:
+    def message(self) -> EmailMessage:
         return message_from_bytes(self.raw, policy=SMTP_POLICY)
 
 
@@ -74,7 +74,7 @@ def _on_tls(server: Any, session: Any) -> bool:
     return session.ssl is not None or server.transport.get_extra_info("sslcontext") is not None
 
 
-class _SMTPSController(Controller):  # type: ignore[misc]
+class _SMTPSController(Controller):
     """aiosmtpd only counts TLS begun by STARTTLS, so over SMTPS it would never offer AUTH.
 
     Every byte here is already encrypted, so its gate is lifted per connection, and
@@ -82,7 +82,7 @@ class _SMTPSController(Controller):  # type: ignore[misc]
     """
 
     def factory(self) -> Any:
-        smtp = super().factory()
+        smtp = super().factory()  # type: ignore[no-untyped-call]
         smtp._auth_require_tls = False
         return smtp
 
@@ -114,7 +114,8 @@ def tls_files(folder: Path) -> TLSFiles:
         .not_valid_after(now + dt.timedelta(hours=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())

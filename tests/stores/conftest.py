@@ -16,13 +16,15 @@ from typing import Any
 
 import pytest
 
+from tests.servers.postgres import postgres_server  # noqa: F401 - a fixture, found by name
+from tests.servers.redis import redis_server  # noqa: F401 - a fixture, found by name
 from triggergate.clock import ManualClock
 from triggergate.registry import Context, store_from_url
 from triggergate.stores.base import Store
-from tests.servers.postgres import postgres_server  # noqa: F401 - a fixture, found by name
-from tests.servers.redis import redis_server  # noqa: F401 - a fixture, found by name
 
-Factory = Callable[[ManualClock, Path, pytest.FixtureRequest], contextlib.AbstractAsyncContextManager[Store]]
+Factory = Callable[
+    [ManualClock, Path, pytest.FixtureRequest], contextlib.AbstractAsyncContextManager[Store]
+]
 
 
 @contextlib.asynccontextmanager
@@ -81,7 +83,9 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture(params=[pytest.param(name, marks=marks) for name, (_, marks) in FACTORIES.items()])
-async def store(request: pytest.FixtureRequest, clock: ManualClock, tmp_path: Path) -> AsyncIterator[Store]:
+async def store(
+    request: pytest.FixtureRequest, clock: ManualClock, tmp_path: Path
+) -> AsyncIterator[Store]:
     factory, _ = FACTORIES[request.param]
     async with factory(clock, tmp_path, request) as opened:
         yield opened

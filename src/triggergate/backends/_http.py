@@ -2,7 +2,8 @@
 
 Retry rules (a start is a non-idempotent POST, a status read is not):
 
-- never sent (connect error, pool timeout), 408, 429, 503: retried, with
+- never sent (connect error, pool timeout), 408, 429, 503, and a 403 that
+  is a rate limit (``Retry-After`` or ``X-RateLimit-Remaining: 0``): retried, with
   exponential backoff and full jitter, or after ``Retry-After`` when given;
 - other 5xx and sent-then-lost (read timeout, dropped connection): retried
   for idempotent reads; for a start they are *ambiguous* and raise
@@ -43,7 +44,7 @@ class RetryPolicy:
     attempts: int = 5
     base: float = 0.25
     cap: float = 8.0
-    budget: float = 20.0
+    budget: float = 12.0  # with GitHub's run lookup, inside the service's 30 s backend_timeout
     timeout: float = 10.0
 
     @classmethod
@@ -80,6 +81,17 @@ class HttpRefused(BackendRefused):
         super().__init__(message, misconfigured=True)
         self.status = response.status_code
         self.response = response
+
+
+def rate_limited(response: httpx.Response) -> bool:
+    """A 403 that is a rate limit, not a refusal (GitHub's secondary limits answer this way).
+
+    https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
+    """
+    headers = response.headers
+    return response.status_code == 403 and (
+        "Retry-After" in headers or headers.get("X-RateLimit-Remaining") == "0"
+    )
 
 
 def _reason(status: int) -> str:
@@ -135,7 +147,9 @@ class HttpClient:
         for attempt in range(self.policy.attempts):
             delay: float | None = None
             try:
-                response = await self._client.request(method, url, **kwargs)
+                remaining = max(0.1, deadline - loop.time())
+                timeout = min(self.policy.timeout, remaining)
+                response = await self._client.request(method, url, timeout=timeout, **kwargs)
             except NOT_SENT as exc:
                 last = f"{self.name}: {action}: cannot connect ({type(exc).__name__})"
             except httpx.TransportError as exc:
@@ -147,10 +161,14 @@ class HttpClient:
                 if status in ok:
                     return response
                 last = f"{self.name}: {action}: HTTP {status} {_reason(status)}"
-                if status in RETRY_STATUSES:
+                if status in RETRY_STATUSES or rate_limited(response):
                     delay = retry_after_seconds(
                         response.headers.get("Retry-After"), self._wall_clock()
                     )
+                    if delay is None and response.headers.get("X-RateLimit-Reset", "").isdigit():
+                        delay = max(
+                            0.0, int(response.headers["X-RateLimit-Reset"]) - self._wall_clock()
+                        )
                     retry_after = delay
                 elif status >= 500:
                     if not idempotent:

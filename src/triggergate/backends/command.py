@@ -39,7 +39,7 @@ from triggergate.backends.command_runner import (
     runner_alive,
     write_status,
 )
-from triggergate.clock import Clock
+from triggergate.clock import Clock, system_clock
 from triggergate.errors import BackendError, BackendRefused, BackendUncertain, ConfigurationError
 from triggergate.registry import Context
 
@@ -111,7 +111,7 @@ class CommandBackend(Backend):
         self.timeout = timeout
         self.name = name or executable.name
         self._environ = dict(environ if environ is not None else os.environ)
-        self._clock = clock or Context().clock
+        self._clock = clock or system_clock
 
     @classmethod
     def from_url(cls, url: str, ctx: Context) -> CommandBackend:
@@ -127,7 +127,11 @@ class CommandBackend(Backend):
         if not executable.exists():
             raise _invalid(url, f"no such file {path!r}", "allowed: an existing executable file")
         if not _executable(executable):
-            raise _invalid(url, f"{path!r} is not an executable file", "chmod +x it")
+            raise _invalid(
+                url,
+                f"{path!r} is not an executable file",
+                "allowed: an executable regular file (chmod +x)",
+            )
         args: list[str] = []
         options: dict[str, str] = {}
         for key, value in _query(parts.query):
@@ -139,7 +143,9 @@ class CommandBackend(Backend):
                 options[key] = value
             else:
                 raise _invalid(
-                    url, f"query key {key!r}", "allowed once each: timeout, name; arg repeats"
+                    url,
+                    f"query key {key!r}",
+                    "allowed: arg (repeatable), timeout and name (once each)",
                 )
         timeout = DEFAULT_TIMEOUT
         if "timeout" in options:
@@ -209,9 +215,7 @@ class CommandBackend(Backend):
             "pid": None, "detail": "", "queued_at": self._clock(),
         }  # fmt: skip
         try:
-            (run_dir / ENV_FILE).write_text(json.dumps(env), encoding="utf-8")
-            write_status(run_dir, doc)
-            code = await asyncio.to_thread(self._spawn, run_dir)
+            code = await asyncio.to_thread(self._launch, run_dir, env, doc)
         except subprocess.TimeoutExpired as exc:
             raise BackendUncertain("the pipeline runner did not report in time") from exc
         except OSError as exc:
@@ -220,7 +224,11 @@ class CommandBackend(Backend):
             raise _no_runner(run_dir, doc)
         return await self._await_report(ref, run_dir)
 
-    def _spawn(self, run_dir: Path) -> int:
+    def _launch(self, run_dir: Path, env: dict[str, str], doc: dict[str, object]) -> int:
+        """Write the run's environment and queued status, then spawn its runner (in a thread:
+        fsync and fork must not stall the event loop); the first runner process's exit code."""
+        (run_dir / ENV_FILE).write_text(json.dumps(env), encoding="utf-8")
+        write_status(run_dir, doc)
         _STRAYS[:] = [stray for stray in _STRAYS if stray.poll() is None]
         argv = [sys.executable, "-m", RUNNER_MODULE, str(run_dir), repr(self.timeout), "--"]
         argv += [str(self.executable), *self.args]
@@ -284,9 +292,21 @@ class CommandBackend(Backend):
         return self._read(run_dir)
 
     async def find(self, request_id: str) -> Started | None:
-        """The run started with ``request_id``, if its folder exists."""
+        """The run started with ``request_id``, if a runner ever took it up.
+
+        A folder without a status file, or still queued without a live runner, is
+        a start cut short (the server died between creating the folder and
+        spawning the runner): nothing ran, so it is reported as not started and
+        the reconciler refunds the slot.
+        """
         run_dir = self._run_dir(request_id)
         if run_dir is None or not run_dir.is_dir():
+            return None
+        try:
+            doc = read_status(run_dir)
+        except (OSError, ValueError):
+            return None
+        if doc is None or (doc.get("state") == "queued" and not runner_alive(doc.get("pid"))):
             return None
         return Started(ref=request_id, state=self._read(run_dir).state)
 

@@ -43,7 +43,7 @@ KILL_GRACE = 5.0
 
 def write_status(run_dir: Path, doc: dict[str, Any]) -> None:
     """Replace ``status.json`` atomically: readers see the old or the new document, never half."""
-    tmp = run_dir / f".{STATUS_FILE}.{os.getpid()}.tmp"
+    tmp = run_dir / f".{STATUS_FILE}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(doc, handle)
         handle.flush()
@@ -88,7 +88,7 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 def _stop(proc: subprocess.Popen[bytes]) -> int:
     """End the pipeline's whole process group: SIGTERM, a grace period, then SIGKILL."""
-    proc.terminate()
+    _signal_group(proc.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(KILL_GRACE)
     # Also reaches children that outlived the leader or ignored SIGTERM.

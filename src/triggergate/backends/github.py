@@ -31,8 +31,13 @@ import time
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from triggergate.backends._http import HttpClient, HttpRefused, RetryPolicy, SingleFlight
-from triggergate.backends._http import json_object
+from triggergate.backends._http import (
+    HttpClient,
+    HttpRefused,
+    RetryPolicy,
+    SingleFlight,
+    json_object,
+)
 from triggergate.backends.base import Backend, RunState, Started, StartRequest, Status
 from triggergate.errors import BackendRefused, ConfigurationError
 from triggergate.registry import Context
@@ -85,7 +90,7 @@ class GitHubBackend(Backend):
         self.repo_url = f"{api.rstrip('/')}/repos/{quote(owner)}/{quote(repo)}/actions"
         self.workflow_url = f"{self.repo_url}/workflows/{quote(workflow)}"
         self.run_details = True
-        self.find_wait = float(ctx.options.get("find_wait", 10.0))
+        self.find_wait = float(ctx.options.get("find_wait", 8.0))
         self.lookback = float(ctx.options.get("find_lookback", 86400.0))
         self.http = HttpClient(NAME, RetryPolicy.from_options(ctx.options))
         self._flight: SingleFlight[Started] = SingleFlight()
@@ -145,7 +150,9 @@ class GitHubBackend(Backend):
             details = json_object(response, NAME, "workflow dispatch")
             if details.get("workflow_run_id"):
                 url = details.get("html_url")
-                return Started(str(details["workflow_run_id"]), url if isinstance(url, str) else None)
+                return Started(
+                    str(details["workflow_run_id"]), url if isinstance(url, str) else None
+                )
         found = await self._wait_for_run(request.request_id)
         return found or Started(PENDING_REF + request.request_id)
 

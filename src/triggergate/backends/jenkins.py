@@ -23,8 +23,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from triggergate.backends._http import HttpClient, HttpRefused, RetryPolicy, SingleFlight
-from triggergate.backends._http import json_object
+from triggergate.backends._http import (
+    HttpClient,
+    HttpRefused,
+    RetryPolicy,
+    SingleFlight,
+    json_object,
+)
 from triggergate.backends.base import Backend, RunState, Started, StartRequest, Status
 from triggergate.errors import BackendRefused, ConfigurationError
 from triggergate.registry import Context
@@ -138,7 +143,13 @@ class JenkinsBackend(Backend):
 
     async def _get(self, url: str, action: str, **params: str) -> dict[str, Any]:
         response = await self.http.send(
-            "GET", url, action, idempotent=True, ok=frozenset({200}), params=params, auth=self._auth()
+            "GET",
+            url,
+            action,
+            idempotent=True,
+            ok=frozenset({200}),
+            params=params,
+            auth=self._auth(),
         )
         return json_object(response, NAME, action)
 

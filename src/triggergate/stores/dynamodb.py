@@ -48,9 +48,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
 
 from triggergate.aws import dynamodb_schema as schema
+from triggergate.aws.clients import AwsUrl, make_client, parse_url
 from triggergate.errors import ConfigurationError, StoreError
 from triggergate.quota import Check, Decision, Verdict, decide, evaluate
 from triggergate.registry import Context
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 ATTEMPTS = 25  # every lost race means another writer won, so this bounds contention, not progress
-_PARAMS = ("audit_table", "create_table", "endpoint_url", "region", "timeout", "ttl_attribute")
+_PARAMS = ("audit_table", "create_table", "timeout", "ttl_attribute")
 
 
 class DynamoDBStore(Store):
@@ -70,73 +70,35 @@ class DynamoDBStore(Store):
 
     schemes = ("dynamodb",)
 
-    def __init__(
-        self,
-        table: str,
-        *,
-        region: str,
-        clock: Any,
-        endpoint_url: str | None = None,
-        ttl_attribute: str = schema.TTL_ATTRIBUTE,
-        audit_table: str | None = None,
-        timeout: float = 1.0,
-        create: bool = False,
-    ) -> None:
+    def __init__(self, where: AwsUrl, *, clock: Any, timeout: float = 1.0) -> None:
         super().__init__(clock=clock)
-        self.table, self.audit_table, self.timeout, self.create = (
-            table,
-            audit_table,
-            timeout,
-            create,
-        )
-        self.codec = items.Codec(ttl_attribute)
-        self._region, self._endpoint = region, endpoint_url
+        self.where, self.table, self.timeout = where, where.location, timeout
+        self.audit_table = where.query.get("audit_table") or None
+        self.create = where.query.get("create_table", "").lower() in {"1", "true", "yes"}
+        self.codec = items.Codec(where.query.get("ttl_attribute") or schema.TTL_ATTRIBUTE)
         self._client: DynamoDBClient | None = None
         self._client_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dynamodb")
 
     @classmethod
     def from_url(cls, url: str, ctx: Context) -> DynamoDBStore:
-        parts = urlsplit(url)
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        unknown = set(query) - set(_PARAMS)
-        region = (
-            query.get("region")
-            or ctx.environ.get("AWS_REGION")
-            or ctx.environ.get("AWS_DEFAULT_REGION")
-        )
+        where = parse_url(url, ctx, "store", _PARAMS)
+        audit = where.query.get("audit_table")
         problem = (
-            f"unknown parameter(s) {', '.join(sorted(unknown))}; allowed: {', '.join(_PARAMS)}"
-            if unknown
-            else "write dynamodb://TABLE?region=REGION"
-            if not items.valid_table(parts.netloc)
-            else "set ?region= or AWS_REGION"
-            if not region
-            else "endpoint_url must start with http:// or https://"
-            if query.get("endpoint_url")
-            and not query["endpoint_url"].startswith(("http://", "https://"))
+            "write dynamodb://TABLE?region=REGION"
+            if not items.valid_table(where.location)
             else "audit_table is not a valid table name"
-            if query.get("audit_table") and not items.valid_table(query["audit_table"])
+            if audit and not items.valid_table(audit)
             else ""
         )
         try:
-            timeout = float(ctx.options.get("timeout", query.get("timeout", 1.0)))
+            timeout = float(ctx.options.get("timeout", where.query.get("timeout", 1.0)))
         except ValueError:
             problem = problem or "timeout must be a number of seconds"
             timeout = 1.0
         if problem:
             raise ConfigurationError(f"store: {problem}", key="store", value=url)
-        create = ctx.options.get("create_table", query.get("create_table", "false"))
-        return cls(
-            parts.netloc,
-            region=str(region),
-            clock=ctx.clock,
-            endpoint_url=query.get("endpoint_url"),
-            ttl_attribute=query.get("ttl_attribute") or schema.TTL_ATTRIBUTE,
-            audit_table=query.get("audit_table") or None,
-            timeout=timeout,
-            create=str(create).lower() in {"1", "true", "yes"},
-        )
+        return cls(where, clock=ctx.clock, timeout=timeout)
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -144,7 +106,10 @@ class DynamoDBStore(Store):
     def client(self) -> DynamoDBClient:
         with self._client_lock:
             if self._client is None:
-                self._client = items.make_client(self._region, self._endpoint, self.timeout)
+                # One retry inside ~1 s: an unreachable store must fail closed quickly.
+                self._client = make_client(
+                    "dynamodb", self.where, timeout=0.8 * self.timeout, attempts=2, pool=16
+                )
             return self._client
 
     async def _run(self, fn: Callable[..., T], *args: Any, budget: float = 1.0) -> T:

@@ -27,22 +27,6 @@ _ABSENT_OR_EXPIRED = "attribute_not_exists(pk) OR (attribute_exists(exp) AND exp
 _EXPIRED = "xpk = :x AND xat <= :now"
 
 
-def make_client(region: str, endpoint_url: str | None, timeout: float) -> DynamoDBClient:
-    """A client whose calls give up quickly: an unreachable store must fail within ~1 s."""
-    import boto3  # lazily: a Lambda cold start without this store never pays for it
-    from botocore.config import Config
-
-    config = Config(
-        connect_timeout=0.8 * timeout,
-        read_timeout=0.8 * timeout,
-        retries={"max_attempts": 2, "mode": "standard"},
-        max_pool_connections=16,
-    )
-    return boto3.session.Session().client(
-        "dynamodb", region_name=region, endpoint_url=endpoint_url, config=config
-    )
-
-
 def valid_table(name: str) -> bool:
     return bool(_TABLE.match(name))
 

@@ -4,15 +4,21 @@ WAL mode lets readers run beside one writer. Every write runs in one
 ``BEGIN IMMEDIATE`` transaction on a single writer thread per process (a
 deferred transaction that upgrades to a write fails with BUSY without waiting);
 reads run inline on the caller's thread, since a WAL read never waits for a
-writer. ``busy_timeout`` stays under a second so a locked or broken database
-fails closed in time.
+writer. Writers of all processes queue on an ``flock`` beside the database
+before ``BEGIN IMMEDIATE``: SQLite's own busy handler polls with growing
+sleeps and starves writers under contention, while a blocked ``flock`` wakes
+as soon as the lock is free. A write that waited past its deadline is not
+executed at all (the caller has already answered 503).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -63,6 +69,8 @@ class SQLiteStore(Store):
         self.synchronous = synchronous
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self.write_timeout = float(ctx.options.get("write_timeout", 1.0))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
 
     @classmethod
@@ -101,6 +109,7 @@ class SQLiteStore(Store):
             if writer.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
                 raise StoreError(f"sqlite store {self.path.name}: WAL mode unavailable")
             writer.executescript(SCHEMA)
+            self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
             self._writer, self._reader = writer, self._connect()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"sqlite store {self.path.name}: cannot open ({exc})") from exc
@@ -110,7 +119,9 @@ class SQLiteStore(Store):
         for conn in (self._reader, self._writer):
             if conn is not None:
                 conn.close()
-        self._reader = self._writer = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+        self._reader = self._writer = self._lock_fd = None
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -123,19 +134,26 @@ class SQLiteStore(Store):
             raise StoreError(f"sqlite store read failed: {exc}") from exc
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        writer = self._writer
-        if writer is None:
+        writer, lock_fd = self._writer, self._lock_fd
+        if writer is None or lock_fd is None:
             raise StoreError("sqlite store is not open")
+        deadline = time.monotonic() + self.write_timeout
 
         def run() -> T:
-            writer.execute("BEGIN IMMEDIATE")
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
             try:
-                result = fn(writer)
-            except BaseException:
-                writer.execute("ROLLBACK")
-                raise
-            writer.execute("COMMIT")
-            return result
+                if time.monotonic() > deadline:
+                    raise StoreError("sqlite store: write lock not obtained in time")
+                writer.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(writer)
+                except BaseException:
+                    writer.execute("ROLLBACK")
+                    raise
+                writer.execute("COMMIT")
+                return result
+            finally:
+                fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, run)

@@ -174,9 +174,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await svc.outbox.close()
-            await svc.backend.close()
-            await svc.store.close()
+            await svc.close()
 
     app = Starlette(
         routes=[

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -83,12 +83,19 @@ class Faults:
                 headers = [(b"content-type", content_type.encode())]
                 if fault.retry_after is not None:
                     headers.append((b"retry-after", fault.retry_after.encode()))
-                await send({"type": "http.response.start", "status": fault.status, "headers": headers})
+                await send(
+                    {"type": "http.response.start", "status": fault.status, "headers": headers}
+                )
                 await send({"type": "http.response.body", "body": body})
             elif fault.after == "drop":
+
                 async def head_only(message: Message) -> None:
                     if message["type"] == "http.response.start":
-                        await send(message)
+                        # Promise one byte more than the body, so even an empty answer is cut.
+                        given = dict(message["headers"]).get(b"content-length", b"0")
+                        headers = [(k, v) for k, v in message["headers"] if k != b"content-length"]
+                        length = str(int(given) + 1).encode()
+                        await send({**message, "headers": [*headers, (b"content-length", length)]})
 
                 # Returning after the head makes uvicorn close the connection mid-response.
                 await app(scope, receive, head_only)
@@ -107,14 +114,14 @@ class Faults:
 
 
 @contextlib.contextmanager
-def serve(app: ASGIApp) -> Iterator[str]:
+def serve(app: ASGIApp, lifespan: Literal["on", "off"] = "off") -> Iterator[str]:
     """Serve ``app`` on a free 127.0.0.1 port in a thread; yield its base URL; stop it."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, log_level="critical", lifespan="off", timeout_graceful_shutdown=1
+        app, log_level="critical", lifespan=lifespan, timeout_graceful_shutdown=1
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -131,15 +138,3 @@ def serve(app: ASGIApp) -> Iterator[str]:
         thread.join(timeout=5)
         sock.close()
 
-
-def json_error(message: str) -> Callable[[int], tuple[bytes, str]]:
-    """An error-body factory for systems answering ``{"message": ...}``."""
-    import json
-
-    def body(status: int) -> tuple[bytes, str]:
-        return json.dumps({"message": f"{status} {message}"}).encode(), "application/json"
-
-    return body
-
-
-Json = dict[str, Any]

@@ -39,8 +39,12 @@ def error(status: int, message: str) -> JSONResponse:
 
 
 def error_body(status: int) -> tuple[bytes, str]:
-    text = {401: "Bad credentials", 403: "Resource not accessible by integration",
-            404: "Not Found", 429: "API rate limit exceeded"}.get(status, "Server Error")
+    text = {
+        401: "Bad credentials",
+        403: "Resource not accessible by integration",
+        404: "Not Found",
+        429: "API rate limit exceeded",
+    }.get(status, "Server Error")
     body = {"message": text, "documentation_url": DOCS, "status": str(status)}
     return json.dumps(body).encode(), "application/json"
 
@@ -77,8 +81,11 @@ def build_app(state: GitHubState) -> Any:
     def public(run: dict[str, Any], host: str) -> dict[str, Any]:
         phase, conclusion = PHASES[min(run["phase"], len(PHASES) - 1)]
         return {
-            "id": run["id"], "name": "Deploy", "display_title": run["display_title"],
-            "event": "workflow_dispatch", "status": phase,
+            "id": run["id"],
+            "name": "Deploy",
+            "display_title": run["display_title"],
+            "event": "workflow_dispatch",
+            "status": phase,
             "conclusion": (conclusion or run["conclusion"]) if conclusion is not None else None,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run["created"])),
             "url": f"{host}{base}/runs/{run['id']}",
@@ -95,7 +102,9 @@ def build_app(state: GitHubState) -> Any:
         allowed = {"ref", "inputs"} | ({"return_run_details"} if state.run_details else set())
         extra = sorted(set(body) - allowed) if isinstance(body, dict) else []
         if not isinstance(body, dict) or extra:
-            return error(422, f'Invalid request.\n\n"{extra[0] if extra else body}" is not a permitted key.')
+            return error(
+                422, f'Invalid request.\n\n"{extra[0] if extra else body}" is not a permitted key.'
+            )
         if not isinstance(body.get("ref"), str):
             return error(422, 'Invalid request.\n\n"ref" wasn\'t supplied.')
         if body["ref"] not in state.branches:
@@ -106,15 +115,22 @@ def build_app(state: GitHubState) -> Any:
         if unexpected := sorted(set(inputs) - state.inputs):
             return error(422, f"Unexpected inputs provided: {json.dumps(unexpected)}")
         run = {
-            "id": 30433642 + len(state.runs), "phase": 0, "conclusion": state.conclusion,
+            "id": 30433642 + len(state.runs),
+            "phase": 0,
+            "conclusion": state.conclusion,
             # run-name: ${{ inputs.triggergate_id }} makes the display title the id.
-            "display_title": inputs.get("triggergate_id", "Deploy"), "created": time.time(),
+            "display_title": inputs.get("triggergate_id", "Deploy"),
+            "created": time.time(),
         }
         state.runs.append(run)
         if body.get("return_run_details") is True:
             shown = public(run, str(request.base_url).rstrip("/"))
             return JSONResponse(
-                {"workflow_run_id": run["id"], "run_url": shown["url"], "html_url": shown["html_url"]}
+                {
+                    "workflow_run_id": run["id"],
+                    "run_url": shown["url"],
+                    "html_url": shown["html_url"],
+                }
             )
         return Response(status_code=204)
 
@@ -129,7 +145,8 @@ def build_app(state: GitHubState) -> Any:
         now = time.time()
         host = str(request.base_url).rstrip("/")
         runs = [
-            public(r, host) for r in reversed(state.runs)
+            public(r, host)
+            for r in reversed(state.runs)
             if r["created"] + state.list_delay <= now and r["created"] >= floor
         ]
         return JSONResponse({"total_count": len(runs), "workflow_runs": runs[:per_page]})
@@ -144,9 +161,19 @@ def build_app(state: GitHubState) -> Any:
                 return JSONResponse(shown)
         return error(404, "Not Found")
 
-    app = Starlette(routes=[
-        Route("/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches", dispatch, methods=["POST"]),
-        Route("/repos/{owner}/{repo}/actions/workflows/{workflow}/runs", list_runs, methods=["GET"]),
-        Route("/repos/{owner}/{repo}/actions/runs/{run_id}", get_run, methods=["GET"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route(
+                "/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches",
+                dispatch,
+                methods=["POST"],
+            ),
+            Route(
+                "/repos/{owner}/{repo}/actions/workflows/{workflow}/runs",
+                list_runs,
+                methods=["GET"],
+            ),
+            Route("/repos/{owner}/{repo}/actions/runs/{run_id}", get_run, methods=["GET"]),
+        ]
+    )
     return state.faults.wrap(app)

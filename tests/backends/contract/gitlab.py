@@ -33,8 +33,13 @@ PHASES = ["created", "pending", "running", ""]  # "" is the final status
 
 
 def error_body(status: int) -> tuple[bytes, str]:
-    text = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            429: "Too Many Requests"}.get(status, "Internal Server Error")
+    text = {
+        400: "Bad request",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not Found",
+        429: "Too Many Requests",
+    }.get(status, "Internal Server Error")
     return json.dumps({"message": f"{status} {text}"}).encode(), "application/json"
 
 
@@ -60,8 +65,13 @@ def build_app(state: GitLabState, host: str = "gitlab.example.com") -> Any:
     def shown(p: dict[str, Any]) -> dict[str, Any]:
         status = PHASES[min(p["phase"], len(PHASES) - 1)] or state.final
         return {
-            "id": p["id"], "iid": p["id"] - 1000, "project_id": state.project_id, "sha": "a91957a8",
-            "ref": p["ref"], "status": status, "source": "trigger",
+            "id": p["id"],
+            "iid": p["id"] - 1000,
+            "project_id": state.project_id,
+            "sha": "a91957a8",
+            "ref": p["ref"],
+            "status": status,
+            "source": "trigger",
             "created_at": "2026-11-26T12:00:00.000Z",
             "web_url": f"https://{host}/{state.project}/-/pipelines/{p['id']}",
         }
@@ -85,7 +95,12 @@ def build_app(state: GitLabState, host: str = "gitlab.example.com") -> Any:
             if not (key.startswith("variables[") and key.endswith("]")):
                 return error(400, f"{key} is invalid")
             variables[key[10:-1]] = value
-        pipeline = {"id": 1000 + len(state.pipelines) + 1, "ref": ref, "phase": 0, "variables": variables}
+        pipeline = {
+            "id": 1000 + len(state.pipelines) + 1,
+            "ref": ref,
+            "phase": 0,
+            "variables": variables,
+        }
         state.pipelines.append(pipeline)
         return JSONResponse(shown(pipeline), 201)
 
@@ -97,7 +112,7 @@ def build_app(state: GitLabState, host: str = "gitlab.example.com") -> Any:
         # The project path must arrive URL-encoded as one segment (group%2Fproject).
         raw = scope["raw_path"].decode()
         prefix = "/api/v4/projects/"
-        parts = raw[len(prefix):].split("/") if raw.startswith(prefix) else []
+        parts = raw[len(prefix) :].split("/") if raw.startswith(prefix) else []
         response: Response
         if not parts or unquote(parts[0]) != state.project or "%2F" not in parts[0].upper():
             response = error(404, "404 Project Not Found")

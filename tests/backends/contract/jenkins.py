@@ -15,7 +15,6 @@ Shapes and rules come from these pages:
 from __future__ import annotations
 
 import base64
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,31 +56,53 @@ def build_app(state: JenkinsState) -> Any:
     expected = "Basic " + base64.b64encode(f"{USER}:{TOKEN}".encode()).decode()
 
     def actions(params: dict[str, str]) -> list[dict[str, Any]]:
-        return [{"_class": "hudson.model.ParametersAction",
-                 "parameters": [{"name": k, "value": v} for k, v in params.items()]}]
+        return [
+            {
+                "_class": "hudson.model.ParametersAction",
+                "parameters": [{"name": k, "value": v} for k, v in params.items()],
+            }
+        ]
 
     def build_json(b: dict[str, Any], host: str) -> dict[str, Any]:
         done = b["reads"] >= 1
-        return {"_class": "org.jenkinsci.plugins.workflow.job.WorkflowRun", "number": b["number"],
-                "url": f"{host}{state.job}/{b['number']}/", "queueId": b["queue_id"],
-                "building": not done, "result": state.result if done else None,
-                "actions": actions(b["params"])}
+        return {
+            "_class": "org.jenkinsci.plugins.workflow.job.WorkflowRun",
+            "number": b["number"],
+            "url": f"{host}{state.job}/{b['number']}/",
+            "queueId": b["queue_id"],
+            "building": not done,
+            "result": state.result if done else None,
+            "actions": actions(b["params"]),
+        }
 
     def item_json(item: dict[str, Any], host: str) -> dict[str, Any]:
-        base = {"id": item["id"], "task": {"url": f"{host}{state.job}/"},
-                "actions": actions(item["params"]), "cancelled": False}
+        base = {
+            "id": item["id"],
+            "task": {"url": f"{host}{state.job}/"},
+            "actions": actions(item["params"]),
+            "cancelled": False,
+        }
         if item["build"] is None:
-            return {**base, "_class": "hudson.model.Queue$WaitingItem",
-                    "why": "Waiting for next available executor", "executable": None}
-        return {**base, "_class": "hudson.model.Queue$LeftItem", "why": None,
-                "executable": {"number": item["build"], "url": f"{host}{state.job}/{item['build']}/"}}
+            return {
+                **base,
+                "_class": "hudson.model.Queue$WaitingItem",
+                "why": "Waiting for next available executor",
+                "executable": None,
+            }
+        return {
+            **base,
+            "_class": "hudson.model.Queue$LeftItem",
+            "why": None,
+            "executable": {"number": item["build"], "url": f"{host}{state.job}/{item['build']}/"},
+        }
 
     def advance(item: dict[str, Any]) -> None:
         item["reads"] += 1
         if item["build"] is None and item["reads"] >= 2:
             number = len(state.builds) + 1
-            state.builds.append({"number": number, "queue_id": item["id"],
-                                 "params": item["params"], "reads": 0})
+            state.builds.append(
+                {"number": number, "queue_id": item["id"], "params": item["params"], "reads": 0}
+            )
             item["build"] = number
 
     async def build_with_parameters(request: Request, host: str) -> Response:
@@ -89,8 +110,11 @@ def build_app(state: JenkinsState) -> Any:
             request.headers.get("jenkins-crumb") != CRUMB
             or request.cookies.get("JSESSIONID") != SESSION
         ):
-            return HTMLResponse("<html><body>HTTP ERROR 403 No valid crumb was included in the "
-                                "request</body></html>", 403)
+            return HTMLResponse(
+                "<html><body>HTTP ERROR 403 No valid crumb was included in the "
+                "request</body></html>",
+                403,
+            )
         if request.headers.get("content-type", "").split(";")[0] != FORM:
             return HTMLResponse("<html><body>HTTP ERROR 400</body></html>", 400)
         given = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
@@ -98,7 +122,9 @@ def build_app(state: JenkinsState) -> Any:
         params = {k: v for k, v in given.items() if k in state.params}
         for item in state.queue:
             if item["build"] is None and item["params"] == params:
-                return Response(status_code=201, headers={"Location": f"{host}/queue/item/{item['id']}/"})
+                return Response(
+                    status_code=201, headers={"Location": f"{host}/queue/item/{item['id']}/"}
+                )
         item = {"id": 401 + len(state.queue), "params": params, "build": None, "reads": 0}
         state.queue.append(item)
         return Response(status_code=201, headers={"Location": f"{host}/queue/item/{item['id']}/"})
@@ -106,8 +132,13 @@ def build_app(state: JenkinsState) -> Any:
     async def route(request: Request, host: str) -> Response:
         path, method = request.url.path, request.method
         if path == "/crumbIssuer/api/json" and method == "GET":
-            response = JSONResponse({"_class": "hudson.security.csrf.DefaultCrumbIssuer",
-                                     "crumb": CRUMB, "crumbRequestField": "Jenkins-Crumb"})
+            response = JSONResponse(
+                {
+                    "_class": "hudson.security.csrf.DefaultCrumbIssuer",
+                    "crumb": CRUMB,
+                    "crumbRequestField": "Jenkins-Crumb",
+                }
+            )
             response.set_cookie("JSESSIONID", SESSION, httponly=True)
             return response
         if path == "/queue/api/json" and method == "GET":
@@ -148,6 +179,3 @@ def build_app(state: JenkinsState) -> Any:
         await response(scope, receive, send)
 
     return state.faults.wrap(app)
-
-
-__all__ = ["CRUMB", "TOKEN", "USER", "JenkinsState", "build_app", "json"]

@@ -1,0 +1,5 @@
+"""``python -m triggergate`` is the ``triggergate`` command."""
+
+from triggergate.cli import main
+
+main()

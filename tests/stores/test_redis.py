@@ -1,0 +1,194 @@
+"""The Redis store against a real redis-server: exactness, server time, outages, key space."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers.redis import RedisServer
+from tests.stores import remote_cases as cases
+from triggergate.clock import ManualClock
+from triggergate.errors import ConfigurationError, StoreError
+from triggergate.quota import Check, Limit
+from triggergate.registry import Context, store_from_url
+from triggergate.stores.base import Batch, Record
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def server(redis_server: RedisServer) -> Iterator[RedisServer]:
+    redis_server.flush()
+    yield redis_server
+    if redis_server.process is None:
+        redis_server.start()  # a failed outage test must not take the server from the others
+
+
+async def test_200_racing_reservations_over_four_instances_admit_exactly_three(
+    server: RedisServer,
+) -> None:
+    """200 concurrent reservations for one key through 4 store instances: exactly 3 pass, 3 rounds."""
+    for round_ in range(3):
+        assert await cases.race(server.url, 4, 200, cases.client(f"race-{round_}")) == 3
+
+
+@pytest.mark.slow
+def test_four_processes_racing_admit_exactly_three(server: RedisServer) -> None:
+    """Four OS processes released by a barrier, 50 reservations each for one key: exactly 3 pass."""
+    assert cases.race_processes(server.url, 4, 50, "processes") == 3
+
+
+async def test_server_time_wins_over_skewed_replica_clocks(server: RedisServer) -> None:
+    """Replicas whose clocks are 5 minutes apart admit exactly 3 on 3/1m: the server's TIME decides."""
+    admitted, times = await cases.skewed_clocks_admit(server.url)
+    assert admitted == 3
+    assert max(times) - min(times) < 30
+
+
+async def test_lua_admit_rule_matches_quota_evaluate(server: RedisServer) -> None:
+    """Random reservations under several limits: the script's verdict equals quota.evaluate's.
+
+    The store raises StoreError when the two disagree, so a clean run is the
+    proof; the admitted count is also checked against the memory store.
+    """
+    rng = random.Random(4)
+    clock, twin_clock = ManualClock(), ManualClock()
+    checks = [Check("c:mirror", (Limit(3, 600), Limit(1, 60))), Check("g", (Limit(5, 3600),))]
+    ctx = Context(clock=clock, options={"server_time": False})
+    store = store_from_url(server.url, ctx)
+    twin = store_from_url("memory://", Context(clock=twin_clock))
+    await store.open()
+    try:
+        for i in range(300):
+            step = rng.choice([0.0, 0.5, 1.0, 30.0, 59.999, 60.0, 61.0, 300.0])
+            clock.advance(step)
+            twin_clock.advance(step)
+            got, want = await store.reserve(f"r{i}", checks, {}), await twin.reserve(f"r{i}", checks, {})
+            assert (got.allowed, got.retry_after) == (want.allowed, want.retry_after)
+    finally:
+        await store.close()
+
+
+async def test_stopped_server_fails_fast_and_the_same_store_recovers(server: RedisServer) -> None:
+    """With the server down, reserve and peek raise StoreError within 1 s; back up, the same instance works."""
+    async with cases.opened(server.url) as store:
+        await store.reserve("before", [cases.client("outage")], {})
+        server.stop()
+        assert await cases.fails_fast(lambda: store.reserve("x", [cases.client("outage")], {})) < 1
+        assert await cases.fails_fast(lambda: store.peek([cases.client("outage")])) < 1
+        server.start()
+        await cases.recovers(store, within=10)
+        assert (await store.reserve("after", [cases.client("outage")], {})).allowed
+
+
+async def test_stalled_server_fails_within_a_second(server: RedisServer) -> None:
+    """A SIGSTOP'd server (TCP open, no answer) makes reserve raise StoreError within 1 s."""
+    async with cases.opened(server.url) as store:
+        await store.ping()
+        with server.paused():
+            assert await cases.fails_fast(lambda: store.reserve("x", [cases.client("stall")], {})) < 1
+        await cases.recovers(store, within=10)
+
+
+async def test_ten_thousand_denied_clients_leave_no_key(server: RedisServer) -> None:
+    """Denied reservations write nothing: after 10,000 denied clients the key count is unchanged."""
+    async with cases.opened(server.url) as store:
+        budget = await cases.exhaust_budget(store)
+        with server.client() as sync:
+            before = sync.dbsize()
+            await cases.deny_many(store, budget, 10_000)
+            assert sync.dbsize() == before
+            assert list(sync.scan_iter(match="*denied*", count=1000)) == []
+
+
+async def test_every_key_carries_an_expiry(server: RedisServer) -> None:
+    """After reservations, a refund, a settle and expiring records, every key has a TTL > 0."""
+    async with cases.opened(server.url) as store:
+        budget = Check("g", (Limit(100, cases.DAY),))
+        for i in range(3):
+            await store.reserve(f"r{i}", [cases.client("ttl"), budget], {"client": "ttl"})
+        now = store.clock()
+        records = [Record("audit", "a1", {"at": now}, expires=now + 3600)]
+        await store.apply(Batch(settle="r0", records=records))
+        await store.apply(Batch(release="r1"))
+        with server.client() as sync:
+            keys = list(sync.scan_iter(count=1000))
+            assert len(keys) >= 6
+            assert {k: sync.ttl(k) for k in keys if sync.ttl(k) <= 0} == {}
+
+
+async def test_bad_password_names_the_store_and_masks_the_password(server: RedisServer) -> None:
+    """Wrong credentials at open(): a StoreError naming redis://***@host:port/db, never the password."""
+    with server.client() as sync:
+        sync.acl_setuser("tg", enabled=True, passwords=["+right-password"], keys=["*"], commands=["+@all"])
+    store = store_from_url(f"redis://tg:wrong-secret@127.0.0.1:{server.port}/0", Context())
+    with pytest.raises(StoreError) as raised:
+        await store.open()
+    message = str(raised.value)
+    assert f"redis://***@127.0.0.1:{server.port}/0" in message
+    assert "wrong-secret" not in message
+    assert "password" in message.lower()
+
+
+async def test_password_from_the_environment_is_used(server: RedisServer) -> None:
+    """TRIGGERGATE_REDIS_PASSWORD wins over the URL's password."""
+    with server.client() as sync:
+        sync.acl_setuser("tg2", enabled=True, passwords=["+env-secret"], keys=["*"], commands=["+@all"])
+    ctx = Context(environ={"TRIGGERGATE_REDIS_PASSWORD": "env-secret"})
+    store = store_from_url(f"redis://tg2:not-this@127.0.0.1:{server.port}/0", ctx)
+    await store.open()
+    try:
+        await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_refused_connection_names_the_store(server: RedisServer) -> None:
+    """Nothing listening: open() raises a StoreError naming the store and the refusal."""
+    from tests.servers._process import free_port
+
+    port = free_port()
+    store = store_from_url(f"redis://127.0.0.1:{port}/0", Context())
+    with pytest.raises(StoreError, match=rf"redis://127\.0\.0\.1:{port}/0.*(refused|Connect)"):
+        await store.open()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis:///0", "redis://127.0.0.1:notaport/0", "redis://127.0.0.1/x", "redis://h/0?color=red"],
+)
+def test_wrong_url_is_a_configuration_error(url: str) -> None:
+    """A malformed URL (no host, bad port, bad db, unknown option) fails before connecting."""
+    with pytest.raises(ConfigurationError):
+        store_from_url(url, Context())
+
+
+async def test_evicting_memory_policy_is_warned_about(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """maxmemory-policy allkeys-lru logs one WARNING naming the policy and noeviction."""
+    with server.client() as sync:
+        sync.config_set("maxmemory-policy", "allkeys-lru")
+        try:
+            with caplog.at_level(logging.WARNING, logger="triggergate.stores.redis"):
+                async with cases.opened(server.url):
+                    pass
+        finally:
+            sync.config_set("maxmemory-policy", "noeviction")
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "allkeys-lru" in warnings[0].getMessage()
+    assert "noeviction" in warnings[0].getMessage()
+
+
+async def test_safe_memory_policy_is_not_warned_about(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default noeviction policy opens without a warning."""
+    with caplog.at_level(logging.WARNING, logger="triggergate.stores.redis"):
+        async with cases.opened(server.url):
+            pass
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
