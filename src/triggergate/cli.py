@@ -20,9 +20,9 @@ from triggergate.gate import BUDGET_KEY, KILL_SWITCH
 from triggergate.identity import resolve_client
 from triggergate.quota import Check
 from triggergate.registry import store_from_url
-from triggergate.settings import Settings, load_settings, parse_duration
+from triggergate.settings import Settings, load_settings, parse_duration, raw_adapter_urls
 from triggergate.stores.base import Batch, Record, Store
-from triggergate.wiring import check_adapters, context, policy
+from triggergate.wiring import check_adapters, check_urls, context, policy
 
 T = TypeVar("T")
 EXIT_CONFIG = 2
@@ -102,7 +102,8 @@ def check_config(file: str | None) -> None:
     try:
         settings = load_settings(file)
     except ConfigurationError as exc:
-        _fail(f"triggergate: configuration is invalid:\n{exc}")
+        problems = [str(exc), *check_urls(raw_adapter_urls(file))]
+        _fail("triggergate: configuration is invalid:\n" + "\n".join(problems))
         return
     problems = check_adapters(settings)
     if problems:

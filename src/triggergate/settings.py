@@ -225,3 +225,19 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigurationError("\n".join(describe_errors(exc)), key="config") from exc
+
+
+def raw_adapter_urls(path: str | os.PathLike[str] | None = None) -> dict[str, list[str]]:
+    """The adapter URLs as given (file, then environment), even when other keys are invalid,
+    so ``check-config`` can report adapter problems beside validation errors."""
+    config = path or os.environ.get("TRIGGERGATE_CONFIG")
+    try:
+        data = _read_toml(Path(config)) if config else {}
+    except ConfigurationError:
+        data = {}
+    urls: dict[str, list[str]] = {}
+    for key in ("store", "pipeline", "notify", "dead_letter"):
+        value = os.environ.get(f"TRIGGERGATE_{key.upper()}", data.get(key))
+        if value:
+            urls[key] = [str(v) for v in (_split(value) if isinstance(value, str) else value)]
+    return urls

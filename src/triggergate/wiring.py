@@ -62,18 +62,26 @@ def build_service(settings: Settings, clock: Clock = system_clock) -> Service:
 
 def check_adapters(settings: Settings) -> list[str]:
     """Every adapter URL problem, one line each, without connecting to anything."""
-    ctx = context(settings, system_clock)
+    return check_urls(
+        {"store": [settings.store], "pipeline": [settings.pipeline], "notify": settings.notify,
+         "dead_letter": [settings.dead_letter]},
+        context(settings, system_clock),
+    )
+
+
+def check_urls(urls: Mapping[str, list[str]], ctx: Context | None = None) -> list[str]:
+    """Build each adapter from its URL (no connection); one line per problem."""
+    ctx = ctx or Context()
+    builders = {"store": store_from_url, "pipeline": backend_from_url}
     problems: list[str] = []
-    builders = [(store_from_url, settings.store, "store"), (backend_from_url, settings.pipeline, "pipeline")]
-    for build, url, key in builders:
-        try:
-            build(url, ctx)
-        except ConfigurationError as exc:
-            problems.append(f"{key} (TRIGGERGATE_{key.upper()}): {exc}")
-    for key, urls in (("notify", settings.notify), ("dead_letter", [settings.dead_letter])):
-        for url in filter(None, urls):
+    for key, values in urls.items():
+        for url in filter(None, values):
             try:
-                notifier_from_url(url, ctx, key)
+                if key in builders:
+                    builders[key](url, ctx)
+                else:
+                    notifier_from_url(url, ctx, key)
             except ConfigurationError as exc:
-                problems.append(f"{key} (TRIGGERGATE_{key.upper()}): {exc}")
+                detail = str(exc).removeprefix(f"{key}: ")
+                problems.append(f"{key} (TRIGGERGATE_{key.upper()}): {detail}")
     return problems

@@ -73,7 +73,7 @@ def race_processes(url: str, processes: int, per_process: int, key: str) -> int:
     for w in workers:
         w.start()
     try:
-        admitted = sum(out.get(timeout=90) for _ in workers)
+        admitted = sum(int(out.get(timeout=90)) for _ in workers)
     finally:
         for w in workers:
             w.join(timeout=30)
@@ -81,6 +81,11 @@ def race_processes(url: str, processes: int, per_process: int, key: str) -> int:
                 w.kill()
     assert all(w.exitcode == 0 for w in workers)
     return admitted
+
+
+def skewed(offset: float) -> Clock:
+    """The wall clock shifted by ``offset`` seconds (a replica with a wrong clock)."""
+    return lambda: time.time() + offset
 
 
 async def skewed_clocks_admit(url: str) -> tuple[int, list[float]]:
@@ -92,7 +97,7 @@ async def skewed_clocks_admit(url: str) -> tuple[int, list[float]]:
     limit = Check(f"c:skew-{uuid.uuid4().hex}", (Limit(3, 60),))
     admitted, times = 0, []
     for offset in (-300.0, 0.0, 300.0):
-        async with opened(url, clock=lambda offset=offset: time.time() + offset) as store:
+        async with opened(url, clock=skewed(offset)) as store:
             for i in range(3):
                 decision = await store.reserve(f"{offset}-{i}", [limit], {})
                 admitted += decision.allowed

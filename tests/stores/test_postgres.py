@@ -32,7 +32,9 @@ def rows(server: PostgresServer, sql: str) -> int:
     with server.connect() as conn:
         found = conn.execute(sql).fetchone()
         assert found is not None
-        return int(found[0])  # type: ignore[call-overload]
+        value = found[0]
+        assert isinstance(value, int)
+        return value
 
 
 async def test_200_racing_reservations_over_four_instances_admit_exactly_three(
@@ -45,7 +47,9 @@ async def test_200_racing_reservations_over_four_instances_admit_exactly_three(
     async with cases.opened(server.url):  # creates the schema once
         pass
     for round_ in range(3):
-        admitted = await cases.race(f"{server.url}?timeout=10", 4, 200, cases.client(f"race-{round_}"))
+        admitted = await cases.race(
+            f"{server.url}?timeout=10", 4, 200, cases.client(f"race-{round_}")
+        )
         assert admitted == 3
 
 
@@ -56,14 +60,16 @@ def test_four_processes_racing_admit_exactly_three(server: PostgresServer) -> No
 
 
 async def test_server_time_wins_over_skewed_replica_clocks(server: PostgresServer) -> None:
-    """Replicas whose clocks are 5 minutes apart admit exactly 3 on 3/1m: the database's clock decides."""
+    """Replicas with clocks 5 minutes apart admit exactly 3 on 3/1m: the database clock decides."""
     admitted, times = await cases.skewed_clocks_admit(server.url)
     assert admitted == 3
     assert max(times) - min(times) < 30
 
 
-async def test_stopped_server_fails_fast_and_the_same_store_recovers(server: PostgresServer) -> None:
-    """With the server down, reserve and peek raise StoreError within 1 s; back up, the same pool works."""
+async def test_stopped_server_fails_fast_and_the_same_store_recovers(
+    server: PostgresServer,
+) -> None:
+    """Server down: reserve and peek raise StoreError within 1 s; back up, the same pool works."""
     async with cases.opened(server.url) as store:
         await store.reserve("before", [cases.client("outage")], {})
         server.stop()
@@ -75,11 +81,13 @@ async def test_stopped_server_fails_fast_and_the_same_store_recovers(server: Pos
 
 
 async def test_stalled_server_fails_within_a_second(server: PostgresServer) -> None:
-    """A SIGSTOP'd server (TCP open, no answer) makes reserve and peek raise StoreError within 1 s."""
+    """A SIGSTOP'd server (TCP open, no answer): reserve and peek raise StoreError within 1 s."""
     async with cases.opened(server.url) as store:
         await store.ping()
         with server.paused():
-            assert await cases.fails_fast(lambda: store.reserve("x", [cases.client("stall")], {})) < 1
+            assert (
+                await cases.fails_fast(lambda: store.reserve("x", [cases.client("stall")], {})) < 1
+            )
             assert await cases.fails_fast(lambda: store.peek([cases.client("stall")])) < 1
         await cases.recovers(store, within=20)
 
@@ -120,7 +128,9 @@ async def test_schema_is_versioned_and_migrate_is_idempotent(server: PostgresSer
 
 async def test_bad_password_names_the_store_and_masks_the_password(server: PostgresServer) -> None:
     """Wrong credentials at open(): a StoreError naming the store (masked) and the cause."""
-    store = store_from_url(f"postgresql://postgres:wrong-secret@127.0.0.1:{server.port}/postgres", Context())
+    store = store_from_url(
+        f"postgresql://postgres:wrong-secret@127.0.0.1:{server.port}/postgres", Context()
+    )
     with pytest.raises(StoreError) as raised:
         await store.open()
     message = str(raised.value)
@@ -155,6 +165,6 @@ async def test_refused_connection_names_the_store(server: PostgresServer) -> Non
     ["postgresql://h/db?pool=many", "postgresql://h:99999999/db", "postgresql://h/db?nonsense=1"],
 )
 def test_wrong_url_is_a_configuration_error(url: str) -> None:
-    """A malformed URL (bad option value, bad port, unknown libpq option) fails before connecting."""
+    """A malformed URL (bad option, bad port, unknown libpq option) fails before connecting."""
     with pytest.raises(ConfigurationError):
         store_from_url(url, Context())

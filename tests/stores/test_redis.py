@@ -30,7 +30,7 @@ def server(redis_server: RedisServer) -> Iterator[RedisServer]:
 async def test_200_racing_reservations_over_four_instances_admit_exactly_three(
     server: RedisServer,
 ) -> None:
-    """200 concurrent reservations for one key through 4 store instances: exactly 3 pass, 3 rounds."""
+    """200 concurrent reservations for one key via 4 store instances: exactly 3 pass, 3 rounds."""
     for round_ in range(3):
         assert await cases.race(server.url, 4, 200, cases.client(f"race-{round_}")) == 3
 
@@ -42,7 +42,7 @@ def test_four_processes_racing_admit_exactly_three(server: RedisServer) -> None:
 
 
 async def test_server_time_wins_over_skewed_replica_clocks(server: RedisServer) -> None:
-    """Replicas whose clocks are 5 minutes apart admit exactly 3 on 3/1m: the server's TIME decides."""
+    """Replicas with clocks 5 minutes apart admit exactly 3 on 3/1m: the server's TIME decides."""
     admitted, times = await cases.skewed_clocks_admit(server.url)
     assert admitted == 3
     assert max(times) - min(times) < 30
@@ -66,14 +66,17 @@ async def test_lua_admit_rule_matches_quota_evaluate(server: RedisServer) -> Non
             step = rng.choice([0.0, 0.5, 1.0, 30.0, 59.999, 60.0, 61.0, 300.0])
             clock.advance(step)
             twin_clock.advance(step)
-            got, want = await store.reserve(f"r{i}", checks, {}), await twin.reserve(f"r{i}", checks, {})
+            got, want = (
+                await store.reserve(f"r{i}", checks, {}),
+                await twin.reserve(f"r{i}", checks, {}),
+            )
             assert (got.allowed, got.retry_after) == (want.allowed, want.retry_after)
     finally:
         await store.close()
 
 
 async def test_stopped_server_fails_fast_and_the_same_store_recovers(server: RedisServer) -> None:
-    """With the server down, reserve and peek raise StoreError within 1 s; back up, the same instance works."""
+    """Server down: reserve and peek raise StoreError within 1 s; back up, the same store works."""
     async with cases.opened(server.url) as store:
         await store.reserve("before", [cases.client("outage")], {})
         server.stop()
@@ -89,7 +92,9 @@ async def test_stalled_server_fails_within_a_second(server: RedisServer) -> None
     async with cases.opened(server.url) as store:
         await store.ping()
         with server.paused():
-            assert await cases.fails_fast(lambda: store.reserve("x", [cases.client("stall")], {})) < 1
+            assert (
+                await cases.fails_fast(lambda: store.reserve("x", [cases.client("stall")], {})) < 1
+            )
         await cases.recovers(store, within=10)
 
 
@@ -121,9 +126,11 @@ async def test_every_key_carries_an_expiry(server: RedisServer) -> None:
 
 
 async def test_bad_password_names_the_store_and_masks_the_password(server: RedisServer) -> None:
-    """Wrong credentials at open(): a StoreError naming redis://***@host:port/db, never the password."""
+    """Wrong credentials at open(): StoreError naming redis://***@host:port/db, not the password."""
     with server.client() as sync:
-        sync.acl_setuser("tg", enabled=True, passwords=["+right-password"], keys=["*"], commands=["+@all"])
+        sync.acl_setuser(
+            "tg", enabled=True, passwords=["+right-password"], keys=["*"], commands=["+@all"]
+        )
     store = store_from_url(f"redis://tg:wrong-secret@127.0.0.1:{server.port}/0", Context())
     with pytest.raises(StoreError) as raised:
         await store.open()
@@ -136,7 +143,9 @@ async def test_bad_password_names_the_store_and_masks_the_password(server: Redis
 async def test_password_from_the_environment_is_used(server: RedisServer) -> None:
     """TRIGGERGATE_REDIS_PASSWORD wins over the URL's password."""
     with server.client() as sync:
-        sync.acl_setuser("tg2", enabled=True, passwords=["+env-secret"], keys=["*"], commands=["+@all"])
+        sync.acl_setuser(
+            "tg2", enabled=True, passwords=["+env-secret"], keys=["*"], commands=["+@all"]
+        )
     ctx = Context(environ={"TRIGGERGATE_REDIS_PASSWORD": "env-secret"})
     store = store_from_url(f"redis://tg2:not-this@127.0.0.1:{server.port}/0", ctx)
     await store.open()
