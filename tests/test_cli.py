@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,14 @@ from triggergate.web.app import create_app
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A clean TRIGGERGATE_* environment pointing at a SQLite file in tmp_path."""
     for name in list(__import__("os").environ):
         if name.startswith("TRIGGERGATE_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("TRIGGERGATE_STORE", f"sqlite:///{tmp_path}/gate.db")
     monkeypatch.setenv("TRIGGERGATE_STATE_DIR", str(tmp_path / "state"))
-    yield tmp_path
+    return tmp_path
 
 
 def run(*args: str) -> Result:
@@ -30,7 +29,9 @@ def run(*args: str) -> Result:
 
 
 def press(tmp_path: Path, peer: str, times: int) -> list[int]:
-    settings = Settings(store=f"sqlite:///{tmp_path}/gate.db", state_dir=tmp_path / "state", coalesce=False)
+    settings = Settings(
+        store=f"sqlite:///{tmp_path}/gate.db", state_dir=tmp_path / "state", coalesce=False
+    )
     with TestClient(create_app(settings), client=(peer, 1)) as client:
         return [client.post("/trigger").status_code for _ in range(times)]
 
@@ -73,7 +74,9 @@ def test_check_config_names_key_value_and_what_is_allowed(
     assert "hunter2" not in result.output
 
 
-def test_check_config_reports_every_problem_at_once(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_config_reports_every_problem_at_once(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two independent mistakes are both reported."""
     monkeypatch.delenv("TRIGGERGATE_STORE")
     result = run("check-config", write(env, 'limits = ["x"]\nstore = "mongo://db"\n'))
@@ -143,7 +146,9 @@ def test_dlq_list_and_retry(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async def bury() -> None:
         store = store_from_url(f"sqlite:///{env}/gate.db", Context())
         await store.open()
-        await store.bury(OutboxItem("dead1", "log://", {"subject": "Pipeline trigger failed"}, 5, 0, "timeout"))
+        await store.bury(
+            OutboxItem("dead1", "log://", {"subject": "Pipeline trigger failed"}, 5, 0, "timeout")
+        )
         await store.close()
 
     asyncio.run(bury())
@@ -160,7 +165,9 @@ def test_migrate_creates_the_schema(env: Path) -> None:
     assert (env / "gate.db").exists()
 
 
-def test_serve_refuses_an_unusable_store_with_exit_2(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_refuses_an_unusable_store_with_exit_2(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """serve fails at start, naming the store, when it cannot be opened."""
     monkeypatch.setenv("TRIGGERGATE_STORE", "sqlite:////proc/no/such/dir/gate.db")
     result = CliRunner().invoke(main, ["serve", "--port", "0"])

@@ -92,8 +92,11 @@ async def test_200_racing_posts_from_one_client_admit_exactly_3_over_5_rounds(
         runs = started_runs(workdir, expect=3 * (round_no + 1))
         assert accepted <= set(runs)
         assert len(runs) == 3 * (round_no + 1)
-        audits = [a for a in await audit_records(workdir)
-                  if a["event"] == "accepted" and a["client_key"] == source]
+        audits = [
+            a
+            for a in await audit_records(workdir)
+            if a["event"] == "accepted" and a["client_key"] == source
+        ]
         assert {a["run_id"] for a in audits} == accepted
 
 
@@ -109,11 +112,15 @@ async def test_100_distinct_clients_in_parallel_get_exactly_3_each(workdir: Path
         server.stop()
     for source, responses in zip(sources, results, strict=True):
         assert Counter(r.status_code for r in responses) == {202: 3, 429: 3}, source
-    accepted = Counter(a["client_key"] for a in await audit_records(workdir) if a["event"] == "accepted")
+    accepted = Counter(
+        a["client_key"] for a in await audit_records(workdir) if a["event"] == "accepted"
+    )
     assert accepted == dict.fromkeys(sources, 3)
 
 
-async def test_kill_9_mid_burst_loses_no_accepted_trigger_and_leaves_no_orphan(workdir: Path) -> None:
+async def test_kill_9_mid_burst_loses_no_accepted_trigger_and_leaves_no_orphan(
+    workdir: Path,
+) -> None:
     """kill -9 during a burst; after restart every 202 seen has its audit record and
     every reservation was started once or refunded."""
     env = env_for(workdir, TRIGGERGATE_RECONCILE_AFTER="1")
@@ -152,7 +159,9 @@ async def test_kill_9_mid_burst_loses_no_accepted_trigger_and_leaves_no_orphan(w
             audited = {a.get("run_id") for a in audits if a["event"] in {"accepted", "recovered"}}
             assert accepted <= audited
             # Every slot still counted belongs to a run that started; runs started once each.
-            conn_rows = store._read(lambda c: c.execute("SELECT DISTINCT rid FROM events").fetchall())
+            conn_rows = store._read(
+                lambda c: c.execute("SELECT DISTINCT rid FROM events").fetchall()
+            )
             counted = {row[0] for row in conn_rows}
             runs = started_runs(workdir, timeout=10, expect=len(counted))
             assert counted <= set(runs)

@@ -16,15 +16,24 @@ DAY = 86400
 
 @pytest.mark.parametrize(
     ("text", "count", "window"),
-    [("3/7d", 3, 7 * DAY), ("1/10m", 1, 600), ("100/1d", 100, DAY), ("5/h", 5, 3600),
-     ("2/30s", 2, 30), ("1/2w", 1, 14 * DAY), (" 4 / 12h ", 4, 43200)],
+    [
+        ("3/7d", 3, 7 * DAY),
+        ("1/10m", 1, 600),
+        ("100/1d", 100, DAY),
+        ("5/h", 5, 3600),
+        ("2/30s", 2, 30),
+        ("1/2w", 1, 14 * DAY),
+        (" 4 / 12h ", 4, 43200),
+    ],
 )
 def test_limits_parse_count_and_window(text: str, count: int, window: int) -> None:
     """COUNT/[N]UNIT with units s, m, h, d, w parses to a count and seconds."""
     assert Limit.parse(text) == Limit(count, window)
 
 
-@pytest.mark.parametrize("text", ["", "3", "3/7", "3/7x", "0/1d", "3/0d", "-1/1d", "a/1d", "3/7dd", "3//7d"])
+@pytest.mark.parametrize(
+    "text", ["", "3", "3/7", "3/7x", "0/1d", "3/0d", "-1/1d", "a/1d", "3/7dd", "3//7d"]
+)
 def test_bad_limits_are_configuration_errors_naming_the_value(text: str) -> None:
     """A malformed limit says what was given and how to write one."""
     with pytest.raises(ConfigurationError) as info:
@@ -35,7 +44,12 @@ def test_bad_limits_are_configuration_errors_naming_the_value(text: str) -> None
 
 def test_limits_print_as_written() -> None:
     """A limit prints in the unit a person would write."""
-    assert [str(x) for x in parse_limits(["3/7d", "1/10m", "2/90s", "1/2h"])] == ["3/7d", "1/10m", "2/90s", "1/2h"]
+    assert [str(x) for x in parse_limits(["3/7d", "1/10m", "2/90s", "1/2h"])] == [
+        "3/7d",
+        "1/10m",
+        "2/90s",
+        "1/2h",
+    ]
 
 
 def test_evaluate_counts_only_events_inside_the_half_open_window() -> None:
@@ -53,7 +67,11 @@ def test_retry_after_is_when_enough_events_leave() -> None:
     both = evaluate("k", events, [Limit(3, 1000), Limit(1, 500)], 400.0)
     assert both.retry_after == pytest.approx(700.0)
     short = evaluate("k", [390.0], [Limit(3, 1000), Limit(1, 60)], 400.0)
-    assert not short.allowed and short.limit == Limit(1, 60) and short.retry_after == pytest.approx(50.0)
+    assert (
+        not short.allowed
+        and short.limit == Limit(1, 60)
+        and short.retry_after == pytest.approx(50.0)
+    )
 
 
 def test_allowed_verdict_reports_the_tightest_limit() -> None:
@@ -81,7 +99,9 @@ steps = st.lists(
 )
 limit_sets = st.lists(
     st.builds(Limit, st.integers(1, 4), st.sampled_from([60, 3600, DAY, 7 * DAY])),
-    min_size=1, max_size=3, unique=True,
+    min_size=1,
+    max_size=3,
+    unique=True,
 )
 
 

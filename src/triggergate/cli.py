@@ -62,7 +62,10 @@ def _with_store(config: str | None, job: Callable[[Settings, Store], Awaitable[T
 
 
 config_option = click.option(
-    "--config", "config", type=click.Path(dir_okay=False), default=None,
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False),
+    default=None,
     help="TOML config file (default: $TRIGGERGATE_CONFIG).",
 )
 
@@ -79,7 +82,7 @@ def main() -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 def serve(config: str | None, host: str, port: int, workers: int) -> None:
     """Serve the HTTP API and page."""
-    import uvicorn  # noqa: PLC0415 - only `serve` needs the server
+    import uvicorn
 
     if config:
         os.environ["TRIGGERGATE_CONFIG"] = str(Path(config).resolve())
@@ -89,8 +92,15 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
         _fail("triggergate: configuration is invalid:\n" + "\n".join(problems))
     _with_store(None, lambda s, store: store.ping())  # fail at start, exit 2, if unreachable
     uvicorn.run(
-        "triggergate.web.app:create_app", factory=True, host=host, port=port, workers=workers,
-        server_header=False, proxy_headers=False, access_log=False, log_config=None,
+        "triggergate.web.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        server_header=False,
+        proxy_headers=False,
+        access_log=False,
+        log_config=None,
         timeout_graceful_shutdown=10,
     )
 
@@ -108,19 +118,23 @@ def check_config(file: str | None) -> None:
     problems = check_adapters(settings)
     if problems:
         _fail("triggergate: configuration is invalid:\n" + "\n".join(problems))
-    click.echo(f"configuration ok: store={settings.store.split('://')[0]}://, "
-               f"pipeline={settings.pipeline.split('://')[0]}://, limits={','.join(settings.limits)}"
-               + (f", budget={','.join(settings.budget)}" if settings.budget else ""))
+    click.echo(
+        f"configuration ok: store={settings.store.split('://')[0]}://, "
+        f"pipeline={settings.pipeline.split('://')[0]}://, limits={','.join(settings.limits)}"
+        + (f", budget={','.join(settings.budget)}" if settings.budget else "")
+    )
 
 
 @main.command()
 @config_option
 def migrate(config: str | None) -> None:
     """Create or upgrade the store's schema."""
+
     async def job(settings: Settings, store: Store) -> None:
         upgrade = getattr(store, "migrate", None)
         if upgrade is not None:
             await upgrade()
+
     _with_store(config, job)
     click.echo("schema up to date")
 
@@ -143,13 +157,22 @@ def quota() -> None:
 @click.argument("client")
 def quota_show(config: str | None, client: str) -> None:
     """Show a client's (address or key) used and remaining triggers."""
+
     async def job(settings: Settings, store: Store) -> dict[str, Any]:
         check = _client_check(settings, client)
         checks = [check] + ([Check(BUDGET_KEY, settings.budget_limits)] if settings.budget else [])
         d = await store.peek(checks)
-        out = {v.key: {"limit": str(v.limit), "used": v.used, "remaining": v.remaining,
-                       "retry_after": round(v.retry_after)} for v in d.verdicts}
+        out = {
+            v.key: {
+                "limit": str(v.limit),
+                "used": v.used,
+                "remaining": v.remaining,
+                "retry_after": round(v.retry_after),
+            }
+            for v in d.verdicts
+        }
         return out
+
     click.echo(json.dumps(_with_store(config, job), indent=2))
 
 
@@ -158,14 +181,27 @@ def quota_show(config: str | None, client: str) -> None:
 @click.argument("client")
 def quota_reset(config: str | None, client: str) -> None:
     """Give a client (address or key) its whole quota back."""
+
     async def job(settings: Settings, store: Store) -> int:
         check = _client_check(settings, client)
         dropped = await store.reset(check.key)
         now = time.time()
-        await store.apply(Batch(records=[audit_record(
-            now, parse_duration(settings.audit_retention), "admin",
-            action="quota_reset", client_key=check.key.removeprefix("c:"), count=dropped)]))
+        await store.apply(
+            Batch(
+                records=[
+                    audit_record(
+                        now,
+                        parse_duration(settings.audit_retention),
+                        "admin",
+                        action="quota_reset",
+                        client_key=check.key.removeprefix("c:"),
+                        count=dropped,
+                    )
+                ]
+            )
+        )
         return dropped
+
     click.echo(f"reset {client}: {_with_store(config, job)} slot(s) given back")
 
 
@@ -192,19 +228,39 @@ def audit() -> None:
 @click.option("--since", help="a duration back from now (24h, 7d) or an ISO date")
 @click.option("--until", "until_", help="a duration back from now or an ISO date")
 @click.option("--client", help="only this client key")
-@click.option("--outcome", type=click.Choice(["accepted", "refunded", "failed", "denied", "recovered", "admin"]))
+@click.option(
+    "--outcome",
+    type=click.Choice(["accepted", "refunded", "failed", "denied", "recovered", "admin"]),
+)
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
-def audit_list(config: str | None, since: str | None, until_: str | None, client: str | None,
-               outcome: str | None, limit: int, as_json: bool) -> None:
+def audit_list(
+    config: str | None,
+    since: str | None,
+    until_: str | None,
+    client: str | None,
+    outcome: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """List audit records, newest first."""
+
     async def job(settings: Settings, store: Store) -> list[dict[str, Any]]:
         until = _since(until_) if until_ else time.time() + 1
         docs = await store.query("audit", since=_since(since), until=until, limit=10000)
-        docs = [d for d in docs if (not outcome or d.get("event") == outcome)
-                and (not client or d.get("client_key") == client or d.get("client") == client
-                     or client in d.get("top", {}))]
+        docs = [
+            d
+            for d in docs
+            if (not outcome or d.get("event") == outcome)
+            and (
+                not client
+                or d.get("client_key") == client
+                or d.get("client") == client
+                or client in d.get("top", {})
+            )
+        ]
         return docs[:limit]
+
     docs = _with_store(config, job)
     if as_json:
         for doc in docs:
@@ -212,10 +268,15 @@ def audit_list(config: str | None, since: str | None, until_: str | None, client
         return
     click.echo(f"{'time':20}  {'event':9}  {'client':24}  {'run':32}  detail")
     for d in docs:
-        detail = d.get("detail") or (f"{d.get('total')} denials from {d.get('distinct_keys')} keys"
-                                     if d.get("event") == "denied" else d.get("action", ""))
-        click.echo(f"{iso(d['at']):20}  {d.get('event', ''):9}  {str(d.get('client_key', '-')):24}  "
-                   f"{str(d.get('run_id', '-')):32}  {detail}")
+        detail = d.get("detail") or (
+            f"{d.get('total')} denials from {d.get('distinct_keys')} keys"
+            if d.get("event") == "denied"
+            else d.get("action", "")
+        )
+        click.echo(
+            f"{iso(d['at']):20}  {d.get('event', ''):9}  {d.get('client_key', '-')!s:24}  "
+            f"{d.get('run_id', '-')!s:32}  {detail}"
+        )
 
 
 @main.group()
@@ -229,8 +290,17 @@ def dlq_list(config: str | None) -> None:
     """List dead-lettered notifications."""
     items = _with_store(config, lambda s, store: store.dead(1000))
     for item in items:
-        click.echo(json.dumps({"id": item.id, "target": item.target, "attempts": item.attempts,
-                               "error": item.error, "subject": item.payload.get("subject")}))
+        click.echo(
+            json.dumps(
+                {
+                    "id": item.id,
+                    "target": item.target,
+                    "attempts": item.attempts,
+                    "error": item.error,
+                    "subject": item.payload.get("subject"),
+                }
+            )
+        )
     if not items:
         click.echo("no dead letters")
 
@@ -251,6 +321,7 @@ def dlq_retry(config: str | None, item_id: str | None) -> None:
 @click.option("--retry-after", default=600, show_default=True, type=click.IntRange(1, 86400))
 def kill_switch(config: str | None, state: str, reason: str, retry_after: int) -> None:
     """Pause (on) or resume (off) every trigger on every replica."""
+
     async def job(settings: Settings, store: Store) -> None:
         now = time.time()
         retention = parse_duration(settings.audit_retention)
@@ -259,7 +330,19 @@ def kill_switch(config: str | None, state: str, reason: str, retry_after: int) -
             await store.apply(Batch(records=[flag]))
         else:
             await store.delete(*KILL_SWITCH)
-        await store.apply(Batch(records=[audit_record(
-            now, retention, "admin", action=f"kill_switch_{state}", detail=reason if state == "on" else None)]))
+        await store.apply(
+            Batch(
+                records=[
+                    audit_record(
+                        now,
+                        retention,
+                        "admin",
+                        action=f"kill_switch_{state}",
+                        detail=reason if state == "on" else None,
+                    )
+                ]
+            )
+        )
+
     _with_store(config, job)
     click.echo(f"kill switch {state}" + (f": {reason}" if state == "on" else ""))

@@ -23,7 +23,11 @@ class _Bounded(JsonFormatter):
 def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        _Bounded("{asctime}{levelname}{name}{message}", style="{", rename_fields={"levelname": "level", "asctime": "time", "name": "logger"})
+        _Bounded(
+            "{asctime}{levelname}{name}{message}",
+            style="{",
+            rename_fields={"levelname": "level", "asctime": "time", "name": "logger"},
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -46,11 +46,15 @@ def check_idempotency_key(value: str | None) -> str | None:
     if value is None:
         return None
     if not _IDEMPOTENCY_KEY.fullmatch(value):
-        raise RequestError(400, "bad_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters")
+        raise RequestError(
+            400, "bad_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters"
+        )
     return value
 
 
-def validate_params(payload: Mapping[str, Any] | None, specs: Mapping[str, ParamSpec]) -> dict[str, str]:
+def validate_params(
+    payload: Mapping[str, Any] | None, specs: Mapping[str, ParamSpec]
+) -> dict[str, str]:
     """Allow-listed parameters only, each checked against its pattern and choices.
 
     The body may be ``{"params": {...}}``; a top-level ``ref`` is a shorthand
@@ -74,10 +78,14 @@ def validate_params(payload: Mapping[str, Any] | None, specs: Mapping[str, Param
         spec = specs.get(name)
         if spec is None:
             raise RequestError(400, "unknown_parameter", "a parameter is not allowed by this gate")
-        if not isinstance(value, str) or not re.fullmatch(spec.pattern, value) or (
-            spec.choices and value not in spec.choices
+        if (
+            not isinstance(value, str)
+            or not re.fullmatch(spec.pattern, value)
+            or (spec.choices and value not in spec.choices)
         ):
-            raise RequestError(400, "bad_parameter", f"parameter '{name}' has a value that is not allowed")
+            raise RequestError(
+                400, "bad_parameter", f"parameter '{name}' has a value that is not allowed"
+            )
         result[name] = value
     for name, spec in specs.items():
         if name not in result:

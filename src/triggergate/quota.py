@@ -105,7 +105,8 @@ def evaluate(key: str, events: Sequence[float], limits: Sequence[Limit], now: fl
             if worst is None or worst.allowed or retry > worst.retry_after:
                 worst = verdict
         elif worst is None or (
-            worst.allowed and (limit.count - used, -limit.window) < (worst.remaining, -worst.limit.window)
+            worst.allowed
+            and (limit.count - used, -limit.window) < (worst.remaining, -worst.limit.window)
         ):
             worst = Verdict(key, True, limit, used, 0.0, reset)
     if worst is None:

@@ -8,18 +8,25 @@ interfaces; everything is wired in :func:`triggergate.wiring.build_service`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from triggergate.audit import AlertText, DenialCounter, audit_record, iso
-from triggergate.backends.base import Backend, StartRequest, Started
+from triggergate.backends.base import Backend, Started, StartRequest
 from triggergate.clock import Clock
 from triggergate.errors import BackendError, BackendRefused, RequestError, StoreError
 from triggergate.gate import BUDGET_KEY, Gate, KillSwitch
 from triggergate.identity import Client, IdentityPolicy, resolve_client
-from triggergate.models import Outcome, TriggerRequest, check_idempotency_key, error, validate_params
+from triggergate.models import (
+    Outcome,
+    TriggerRequest,
+    check_idempotency_key,
+    error,
+    validate_params,
+)
 from triggergate.outbox import Outbox
 from triggergate.quota import Decision
 from triggergate.ratelimit_headers import rate_headers
@@ -79,8 +86,11 @@ class Service:
 
     def _unavailable(self, request_id: str, decision: Decision | None = None) -> Outcome:
         return error(
-            503, "unavailable", "the service cannot take triggers right now; try again shortly",
-            request_id, **{"Retry-After": "5", **self._headers(decision)},
+            503,
+            "unavailable",
+            "the service cannot take triggers right now; try again shortly",
+            request_id,
+            **{"Retry-After": "5", **self._headers(decision)},
         )
 
     # -- POST /trigger -------------------------------------------------------------------
@@ -102,8 +112,11 @@ class Service:
             paused = await self._store(self.kill_switch.state())
             if paused:
                 return error(
-                    503, "paused", str(paused.get("reason") or "triggers are paused by the operator"),
-                    rid, **{"Retry-After": str(int(paused.get("retry_after", 600)))},
+                    503,
+                    "paused",
+                    str(paused.get("reason") or "triggers are paused by the operator"),
+                    rid,
+                    **{"Retry-After": str(int(paused.get("retry_after", 600)))},
                 )
             # Read-only first: the deny path writes nothing.
             decision = await self._store(self.store.peek(checks)) if checks else None
@@ -140,11 +153,22 @@ class Service:
         if blocking.key == BUDGET_KEY:
             self.denials.add(client.key, "budget", decision.now)
             await self._budget_alert(decision, retry)
-            return error(503, "budget_exhausted", "the pipeline's trigger budget is used up; "
-                         f"try again after {iso(decision.now + retry)}", rid, **headers)
+            return error(
+                503,
+                "budget_exhausted",
+                "the pipeline's trigger budget is used up; "
+                f"try again after {iso(decision.now + retry)}",
+                rid,
+                **headers,
+            )
         self.denials.add(client.key, "quota", decision.now)
-        return error(429, "quota_exhausted", "you have used all your triggers; "
-                     f"try again after {iso(decision.now + retry)}", rid, **headers)
+        return error(
+            429,
+            "quota_exhausted",
+            f"you have used all your triggers; try again after {iso(decision.now + retry)}",
+            rid,
+            **headers,
+        )
 
     async def _budget_alert(self, decision: Decision, retry: int) -> None:
         """One alert per exhausted budget window, whichever replica sees it first."""
@@ -158,7 +182,9 @@ class Service:
     async def _start(
         self, rid: str, client: Client, params: dict[str, str], decision: Decision, idem: str | None
     ) -> Outcome:
-        start = StartRequest(request_id=rid, client=client.key, params=params, ref=params.get("ref"))
+        start = StartRequest(
+            request_id=rid, client=client.key, params=params, ref=params.get("ref")
+        )
         try:
             started = await asyncio.wait_for(self.backend.start(start), self.policy.backend_timeout)
         except (BackendError, TimeoutError) as exc:
@@ -169,27 +195,55 @@ class Service:
                 return await self._failed(rid, client, exc, decision, refund=definite)
             started = found
         now = self.clock()
-        run = {"at": now, "run_id": rid, "ref": started.ref, "url": started.url,
-               "state": started.state, "client_key": client.key, "params": params}
+        run = {
+            "at": now,
+            "run_id": rid,
+            "ref": started.ref,
+            "url": started.url,
+            "state": started.state,
+            "client_key": client.key,
+            "params": params,
+        }
         response = self._accepted(rid, started.state, decision, run)
         records = [
             Record("run", rid, run, expires=now + self.policy.audit_retention),
-            Record("run_ref", started.ref, {"at": now, "run_id": rid},
-                   expires=now + self.policy.audit_retention),
-            audit_record(now, self.policy.audit_retention, "accepted", request_id=rid, run_id=rid,
-                         client_key=client.key, client=str(client.address), ref=started.ref),
+            Record(
+                "run_ref",
+                started.ref,
+                {"at": now, "run_id": rid},
+                expires=now + self.policy.audit_retention,
+            ),
+            audit_record(
+                now,
+                self.policy.audit_retention,
+                "accepted",
+                request_id=rid,
+                run_id=rid,
+                client_key=client.key,
+                client=str(client.address),
+                ref=started.ref,
+            ),
         ]
         if idem is not None:
             records.append(self._idem_record(client, idem, now, response))
         if self.policy.coalesce:
             records.append(self.runs.active_record(run))
         alert = self.alerts.accepted(str(client.address), rid, started.ref, now)
-        await self._store(self.store.apply(
-            Batch(settle=rid, records=records, outbox=self.outbox.items_for(alert))
-        ))
+        await self._store(
+            self.store.apply(
+                Batch(settle=rid, records=records, outbox=self.outbox.items_for(alert))
+            )
+        )
         self.outbox.wake()
-        log.info("trigger accepted", extra={"request_id": rid, "client_key": client.key,
-                                            "decision": "accepted", "run_id": rid})
+        log.info(
+            "trigger accepted",
+            extra={
+                "request_id": rid,
+                "client_key": client.key,
+                "decision": "accepted",
+                "run_id": rid,
+            },
+        )
         return response
 
     async def _find(self, rid: str) -> Started | None:
@@ -205,18 +259,38 @@ class Service:
         now = self.clock()
         reason = str(exc) or type(exc).__name__
         event = "refunded" if refund else "failed"
-        records = [audit_record(now, self.policy.audit_retention, event, request_id=rid,
-                                client_key=client.key, client=str(client.address), detail=reason)]
+        records = [
+            audit_record(
+                now,
+                self.policy.audit_retention,
+                event,
+                request_id=rid,
+                client_key=client.key,
+                client=str(client.address),
+                detail=reason,
+            )
+        ]
         alert = self.alerts.failed(str(client.address), rid, reason, now)
-        await self._store(self.store.apply(Batch(
-            release=rid if refund else None, records=records, outbox=self.outbox.items_for(alert)
-        )))
+        await self._store(
+            self.store.apply(
+                Batch(
+                    release=rid if refund else None,
+                    records=records,
+                    outbox=self.outbox.items_for(alert),
+                )
+            )
+        )
         self.outbox.wake()
-        log.warning("pipeline start failed", extra={"request_id": rid, "client_key": client.key,
-                                                    "decision": event, "cause": reason})
-        detail = ("the pipeline could not be started; your trigger was not counted" if refund else
-                  "the pipeline did not confirm the start; if no run started, "
-                  "your trigger will be given back")
+        log.warning(
+            "pipeline start failed",
+            extra={"request_id": rid, "client_key": client.key, "decision": event, "cause": reason},
+        )
+        detail = (
+            "the pipeline could not be started; your trigger was not counted"
+            if refund
+            else "the pipeline did not confirm the start; if no run started, "
+            "your trigger will be given back"
+        )
         return error(502, "pipeline_unavailable", detail, rid, **self._headers(None))
 
     def _accepted(
@@ -226,8 +300,10 @@ class Service:
         if run.get("url"):
             body["url"] = run["url"]
         consumed = decision is not None and status != "joined"
-        headers = {"Location": f"/runs/{run_id}",
-                   **rate_headers(self.policy.gate.limits, decision, consumed=consumed)}
+        headers = {
+            "Location": f"/runs/{run_id}",
+            **rate_headers(self.policy.gate.limits, decision, consumed=consumed),
+        }
         return Outcome(202, body, headers)
 
     # -- idempotency ----------------------------------------------------------------------
@@ -236,15 +312,26 @@ class Service:
         return f"{client.key}|{key}"
 
     def _idem_record(self, client: Client, key: str, now: float, response: Outcome) -> Record:
-        doc = {"at": now, "state": "done", "status": response.status, "body": response.body,
-               "headers": response.headers}
-        return Record("idem", self._idem_id(client, key), doc, expires=now + self.policy.idempotency_ttl)
+        doc = {
+            "at": now,
+            "state": "done",
+            "status": response.status,
+            "body": response.body,
+            "headers": response.headers,
+        }
+        return Record(
+            "idem", self._idem_id(client, key), doc, expires=now + self.policy.idempotency_ttl
+        )
 
     async def _idempotent(self, client: Client, key: str, rid: str) -> Outcome | None:
         """None when this request owns the key; else the first request's response."""
         now = self.clock()
-        claim = Record("idem", self._idem_id(client, key), {"at": now, "state": "pending"},
-                       expires=now + self.policy.idempotency_ttl)
+        claim = Record(
+            "idem",
+            self._idem_id(client, key),
+            {"at": now, "state": "pending"},
+            expires=now + self.policy.idempotency_ttl,
+        )
         if await self._store(self.store.put_new(claim)):
             return None
         deadline = now + self.policy.backend_timeout + 5
@@ -256,7 +343,9 @@ class Service:
             elif doc.get("state") == "done":
                 return Outcome(int(doc["status"]), dict(doc["body"]), dict(doc["headers"]))
             await asyncio.sleep(0.05)
-        return error(409, "in_progress", "a request with this Idempotency-Key is still running", rid)
+        return error(
+            409, "in_progress", "a request with this Idempotency-Key is still running", rid
+        )
 
     async def _forget_idem(self, client: Client, key: str | None) -> None:
         if key is not None:
@@ -275,7 +364,10 @@ class Service:
             decision = await self._store(self.store.peek(checks)) if checks else None
         except StoreError:
             return self._unavailable(rid)
-        body: dict[str, Any] = {"client": client.key, "limits": [str(x) for x in self.policy.gate.limits]}
+        body: dict[str, Any] = {
+            "client": client.key,
+            "limits": [str(x) for x in self.policy.gate.limits],
+        }
         if decision is None:
             body.update(remaining=None, unlimited=True)
         else:
@@ -284,8 +376,11 @@ class Service:
                 remaining=client_verdict.remaining if decision.allowed else 0,
                 allowed=decision.allowed,
                 retry_after=math.ceil(decision.retry_after),
-                next_slot_at=iso(decision.now + (decision.retry_after or client_verdict.reset_after))
-                if client_verdict.used else None,
+                next_slot_at=iso(
+                    decision.now + (decision.retry_after or client_verdict.reset_after)
+                )
+                if client_verdict.used
+                else None,
                 reset_after=math.ceil(client_verdict.reset_after),
             )
         return Outcome(200, body, self._headers(decision))
@@ -324,23 +419,60 @@ class Service:
                 continue
             found = await self._find(rid)
             now = self.clock()
-            common = {"request_id": rid, "client_key": entry.get("client_key"),
-                      "client": entry.get("client")}
+            common = {
+                "request_id": rid,
+                "client_key": entry.get("client_key"),
+                "client": entry.get("client"),
+            }
             if found is None:
-                await self.store.apply(Batch(release=rid, records=[audit_record(
-                    now, self.policy.audit_retention, "refunded", detail="no run was started", **common)]))
+                await self.store.apply(
+                    Batch(
+                        release=rid,
+                        records=[
+                            audit_record(
+                                now,
+                                self.policy.audit_retention,
+                                "refunded",
+                                detail="no run was started",
+                                **common,
+                            )
+                        ],
+                    )
+                )
             else:
-                run = {"at": now, "run_id": rid, "ref": found.ref, "url": found.url,
-                       "state": found.state, "client_key": entry.get("client_key"),
-                       "params": entry.get("params", {})}
+                run = {
+                    "at": now,
+                    "run_id": rid,
+                    "ref": found.ref,
+                    "url": found.url,
+                    "state": found.state,
+                    "client_key": entry.get("client_key"),
+                    "params": entry.get("params", {}),
+                }
                 alert = self.alerts.accepted(str(entry.get("client")), rid, found.ref, now)
-                await self.store.apply(Batch(settle=rid, records=[
-                    Record("run", rid, run, expires=now + self.policy.audit_retention),
-                    Record("run_ref", found.ref, {"at": now, "run_id": rid},
-                           expires=now + self.policy.audit_retention),
-                    audit_record(now, self.policy.audit_retention, "recovered", run_id=rid,
-                                 ref=found.ref, **common),
-                ], outbox=self.outbox.items_for(alert)))
+                await self.store.apply(
+                    Batch(
+                        settle=rid,
+                        records=[
+                            Record("run", rid, run, expires=now + self.policy.audit_retention),
+                            Record(
+                                "run_ref",
+                                found.ref,
+                                {"at": now, "run_id": rid},
+                                expires=now + self.policy.audit_retention,
+                            ),
+                            audit_record(
+                                now,
+                                self.policy.audit_retention,
+                                "recovered",
+                                run_id=rid,
+                                ref=found.ref,
+                                **common,
+                            ),
+                        ],
+                        outbox=self.outbox.items_for(alert),
+                    )
+                )
             settled += 1
         return settled
 
@@ -348,9 +480,9 @@ class Service:
         now = self.clock()
         for summary in self.denials.drain(now, force):
             log.info("denials", extra={"decision": "denied", **summary})
-            await self.store.apply(Batch(records=[
-                audit_record(now, self.policy.audit_retention, "denied", **summary)
-            ]))
+            await self.store.apply(
+                Batch(records=[audit_record(now, self.policy.audit_retention, "denied", **summary)])
+            )
 
     async def background(self, stop: asyncio.Event, interval: float = 5.0) -> None:
         """Reconcile, flush denial summaries and sweep, until ``stop`` is set."""
@@ -360,10 +492,8 @@ class Service:
                     await job()
                 except Exception:  # the loop must survive any single failure
                     log.exception("background job failed", extra={"job": job.__name__})
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
-            except TimeoutError:
-                pass
         await self.flush_denials(force=True)
 
     async def close(self) -> None:

@@ -55,16 +55,26 @@ def build_service(settings: Settings, clock: Clock = system_clock) -> Service:
     store = store_from_url(settings.store, ctx)
     backend = backend_from_url(settings.pipeline, ctx)
     notifiers = [notifier_from_url(url, ctx) for url in settings.notify]
-    dead = notifier_from_url(settings.dead_letter, ctx, "dead_letter") if settings.dead_letter else None
-    outbox = Outbox(store, notifiers, clock=clock, max_attempts=settings.outbox_attempts, dead_letter=dead)
+    dead = (
+        notifier_from_url(settings.dead_letter, ctx, "dead_letter")
+        if settings.dead_letter
+        else None
+    )
+    outbox = Outbox(
+        store, notifiers, clock=clock, max_attempts=settings.outbox_attempts, dead_letter=dead
+    )
     return Service(store, backend, outbox, policy(settings), clock)
 
 
 def check_adapters(settings: Settings) -> list[str]:
     """Every adapter URL problem, one line each, without connecting to anything."""
     return check_urls(
-        {"store": [settings.store], "pipeline": [settings.pipeline], "notify": settings.notify,
-         "dead_letter": [settings.dead_letter]},
+        {
+            "store": [settings.store],
+            "pipeline": [settings.pipeline],
+            "notify": settings.notify,
+            "dead_letter": [settings.dead_letter],
+        },
         context(settings, system_clock),
     )
 

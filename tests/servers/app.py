@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -34,10 +35,8 @@ class AppServer:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group and wait for the supervisor to exit."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -52,7 +51,12 @@ class AppServer:
 
 
 def start_app(
-    workdir: Path, env: dict[str, str], *, workers: int = 1, port: int | None = None, timeout: float = 30
+    workdir: Path,
+    env: dict[str, str],
+    *,
+    workers: int = 1,
+    port: int | None = None,
+    timeout: float = 30,
 ) -> AppServer:
     """Run ``python -m triggergate serve`` in ``workdir`` with only the given TRIGGERGATE_* env."""
     port = port or free_port()
@@ -60,8 +64,21 @@ def start_app(
     log = workdir / f"server-{port}.log"
     handle = log.open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "triggergate", "serve", "--port", str(port), "--workers", str(workers)],
-        cwd=workdir, env={**clean, **env}, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "triggergate",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        cwd=workdir,
+        env={**clean, **env},
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     handle.close()
     server = AppServer(proc, port, log)

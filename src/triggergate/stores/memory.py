@@ -39,7 +39,9 @@ class MemoryStore(Store):
         now = self.clock()
         return decide(checks, [list(self._events.get(c.key, {}).values()) for c in checks], now)
 
-    async def reserve(self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]) -> Decision:
+    async def reserve(
+        self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]
+    ) -> Decision:
         async with self._lock:
             decision = self._decide(checks)
             if decision.allowed:

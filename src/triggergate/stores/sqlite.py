@@ -174,7 +174,9 @@ class SQLiteStore(Store):
 
     # -- quota -----------------------------------------------------------------------
 
-    async def reserve(self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]) -> Decision:
+    async def reserve(
+        self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]
+    ) -> Decision:
         def tx(conn: sqlite3.Connection) -> Decision:
             now = self.clock()
             decision = decide(checks, self._events(conn, checks, now), now)
@@ -228,7 +230,10 @@ class SQLiteStore(Store):
                     )
             conn.executemany(
                 "INSERT OR REPLACE INTO records (kind, id, at, expires, doc) VALUES (?, ?, ?, ?, ?)",
-                [(r.kind, r.id, r.doc.get("at"), r.expires, json.dumps(r.doc)) for r in batch.records],
+                [
+                    (r.kind, r.id, r.doc.get("at"), r.expires, json.dumps(r.doc))
+                    for r in batch.records
+                ],
             )
             conn.executemany(
                 "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, ?, 0)",
@@ -248,7 +253,13 @@ class SQLiteStore(Store):
             )
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO records (kind, id, at, expires, doc) VALUES (?, ?, ?, ?, ?)",
-                (record.kind, record.id, record.doc.get("at"), record.expires, json.dumps(record.doc)),
+                (
+                    record.kind,
+                    record.id,
+                    record.doc.get("at"),
+                    record.expires,
+                    json.dumps(record.doc),
+                ),
             )
             return cursor.rowcount == 1
 
@@ -308,7 +319,14 @@ class SQLiteStore(Store):
         await self._write(
             lambda conn: conn.execute(
                 "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, ?, 1)",
-                (item.id, item.target, json.dumps(item.payload), item.attempts, self.clock(), item.error),
+                (
+                    item.id,
+                    item.target,
+                    json.dumps(item.payload),
+                    item.attempts,
+                    self.clock(),
+                    item.error,
+                ),
             )
         )
 
@@ -323,10 +341,8 @@ class SQLiteStore(Store):
         return [_item(r) for r in rows]
 
     async def revive(self, item_id: str | None) -> int:
-        if item_id is None:
-            sql, args = "UPDATE outbox SET dead = 0, due = 0 WHERE dead = 1", ()
-        else:
-            sql, args = "UPDATE outbox SET dead = 0, due = 0 WHERE dead = 1 AND id = ?", (item_id,)
+        sql = "UPDATE outbox SET dead = 0, due = 0 WHERE dead = 1 AND (? IS NULL OR id = ?)"
+        args = (item_id, item_id)
         return await self._write(lambda conn: conn.execute(sql, args).rowcount)
 
     # -- lifecycle -------------------------------------------------------------------------

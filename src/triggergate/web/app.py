@@ -109,12 +109,16 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         try:
             body = await read_body(request)
         except _TooLarge:
-            return respond(error(413, "body_too_large", f"the body may be at most {MAX_BODY} bytes", rid))
+            return respond(
+                error(413, "body_too_large", f"the body may be at most {MAX_BODY} bytes", rid)
+            )
         payload = None
         if body.strip():
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype != "application/json":
-                return respond(error(415, "unsupported_media_type", "send JSON (application/json)", rid))
+                return respond(
+                    error(415, "unsupported_media_type", "send JSON (application/json)", rid)
+                )
             try:
                 payload = json.loads(body)
             except (ValueError, UnicodeDecodeError):
@@ -142,7 +146,9 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     async def readyz(request: Request) -> Response:
         checks = await svc.ready()
         ok = all(checks.values())
-        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503
+        )
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -152,14 +158,19 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        codes = {404: ("not_found", "no such resource"), 405: ("method_not_allowed", "method not allowed")}
+        codes = {
+            404: ("not_found", "no such resource"),
+            405: ("method_not_allowed", "method not allowed"),
+        }
         code, detail = codes.get(exc.status_code, ("bad_request", "the request was not understood"))
         outcome = error(exc.status_code, code, detail, request_id(request))
         return JSONResponse(outcome.body, exc.status_code, headers=exc.headers)
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", extra={"request_id": request_id(request)})
-        return respond(error(500, "internal", "something went wrong on our side", request_id(request)))
+        return respond(
+            error(500, "internal", "something went wrong on our side", request_id(request))
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -35,12 +35,20 @@ def _error(description: str, retry_after: bool = False) -> dict[str, Any]:
 
 
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "headers": RATE_HEADERS, "content": {"application/json": {"schema": schema}}}
+    return {
+        "description": description,
+        "headers": RATE_HEADERS,
+        "content": {"application/json": {"schema": schema}},
+    }
 
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
     params = {
-        name: {"type": "string", "pattern": spec.pattern, **({"enum": spec.choices} if spec.choices else {})}
+        name: {
+            "type": "string",
+            "pattern": spec.pattern,
+            **({"enum": spec.choices} if spec.choices else {}),
+        }
         for name, spec in settings.params.items()
     }
     run = {
@@ -54,61 +62,136 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         },
     }
     not_found = _error("No such resource")
-    method = _error("Method not allowed")
+    _error("Method not allowed")
     return {
         "openapi": "3.1.0",
-        "info": {"title": "triggergate", "version": __version__, "description": settings.description},
+        "info": {
+            "title": "triggergate",
+            "version": __version__,
+            "description": settings.description,
+        },
         "paths": {
             "/trigger": {
                 "post": {
                     "summary": "Press the button: start one pipeline run if the caller's quota allows",
                     "parameters": [
-                        {"name": "Idempotency-Key", "in": "header", "required": False,
-                         "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"}}
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+                        }
                     ],
                     "requestBody": {
                         "required": False,
-                        "content": {"application/json": {"schema": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {
-                                "ref": {"type": "string"},
-                                "params": {"type": "object", "properties": params,
-                                           "additionalProperties": False},
-                            },
-                        }}},
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "ref": {"type": "string"},
+                                        "params": {
+                                            "type": "object",
+                                            "properties": params,
+                                            "additionalProperties": False,
+                                        },
+                                    },
+                                }
+                            }
+                        },
                     },
                     "responses": {
-                        "202": {**_json("Accepted: a run started (or was joined)", run),
-                                "headers": {**RATE_HEADERS, "Location": {"schema": {"type": "string"}}}},
+                        "202": {
+                            **_json("Accepted: a run started (or was joined)", run),
+                            "headers": {**RATE_HEADERS, "Location": {"schema": {"type": "string"}}},
+                        },
                         "400": _error("Bad request"),
                         "403": _error("The client is on the deny list"),
                         "409": _error("A request with this Idempotency-Key is still running"),
                         "413": _error("Body larger than 4 KiB"),
                         "415": _error("Body is not JSON"),
                         "429": _error("Quota spent", retry_after=True),
-                        "502": _error("The pipeline could not be started; the trigger was refunded"),
-                        "503": _error("Store unavailable, budget exhausted or paused", retry_after=True),
+                        "502": _error(
+                            "The pipeline could not be started; the trigger was refunded"
+                        ),
+                        "503": _error(
+                            "Store unavailable, budget exhausted or paused", retry_after=True
+                        ),
                     },
                 }
             },
-            "/quota": {"get": {"summary": "The caller's remaining triggers", "responses": {
-                "200": _json("Quota", {"type": "object"}), "400": _error("Bad client address"),
-                "503": _error("Store unavailable", retry_after=True)}}},
-            "/runs/{run_id}": {"get": {
-                "summary": "Status of a run started through the gate",
-                "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"200": _json("Run", {"type": "object", "required": ["run_id", "status"]}),
-                              "404": not_found, "503": _error("Store unavailable", retry_after=True)}}},
-            "/": {"get": {"summary": "The interactive page", "responses": {
-                "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
-            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json("Alive", {"type": "object"})}}},
-            "/readyz": {"get": {"summary": "Readiness (store and backend reachable)", "responses": {
-                "200": _json("Ready", {"type": "object"}), "503": _json("Not ready", {"type": "object"})}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
-                "200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": {
-                "200": _json("OpenAPI document", {"type": "object"})}}},
+            "/quota": {
+                "get": {
+                    "summary": "The caller's remaining triggers",
+                    "responses": {
+                        "200": _json("Quota", {"type": "object"}),
+                        "400": _error("Bad client address"),
+                        "503": _error("Store unavailable", retry_after=True),
+                    },
+                }
+            },
+            "/runs/{run_id}": {
+                "get": {
+                    "summary": "Status of a run started through the gate",
+                    "parameters": [
+                        {
+                            "name": "run_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json("Run", {"type": "object", "required": ["run_id", "status"]}),
+                        "404": not_found,
+                        "503": _error("Store unavailable", retry_after=True),
+                    },
+                }
+            },
+            "/": {
+                "get": {
+                    "summary": "The interactive page",
+                    "responses": {
+                        "200": {
+                            "description": "HTML page",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness",
+                    "responses": {"200": _json("Alive", {"type": "object"})},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness (store and backend reachable)",
+                    "responses": {
+                        "200": _json("Ready", {"type": "object"}),
+                        "503": _json("Not ready", {"type": "object"}),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "Metrics",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": _json("OpenAPI document", {"type": "object"})},
+                }
+            },
         },
         "components": {"schemas": {"Error": ERROR}},
     }
