@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import ipaddress
 import socket
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -31,6 +32,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _V4, _V6 = ipaddress.IPv4Address, ipaddress.IPv6Address
 _DIGITS = frozenset("0123456789")
 _OBFPORT = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ._-")
+_HEXTETS = struct.Struct(">4H")
 _MAX_TEXT = 200  # far longer than any address with port and zone id; bounds the work
 
 
@@ -63,9 +65,7 @@ class IdentityPolicy:
                 key="header",
                 value=self.header,
             )
-        if self.key_secret is not None and not (
-            isinstance(self.key_secret, bytes) and self.key_secret
-        ):
+        if self.key_secret is not None and not (isinstance(self.key_secret, bytes) and self.key_secret):
             raise ConfigurationError("key_secret must be non-empty bytes", key="key_secret")
         v4: list[ipaddress.IPv4Network] = []
         v6: list[ipaddress.IPv6Network] = []
@@ -93,10 +93,8 @@ class IdentityPolicy:
 
     def trusts(self, address: IPAddress) -> bool:
         """Whether ``address`` is one of the trusted proxies."""
-        for net in self._trusted_v4 if address.version == 4 else self._trusted_v6:
-            if address in net:
-                return True
-        return False
+        nets = self._trusted_v4 if address.version == 4 else self._trusted_v6
+        return any(address in net for net in nets)
 
 
 @dataclass(frozen=True)
@@ -118,9 +116,7 @@ def parse_address(text: str) -> IPAddress:
     return address
 
 
-def resolve_client(
-    peer: str | None, headers: Sequence[tuple[str, str]], policy: IdentityPolicy
-) -> Client:
+def resolve_client(peer: str | None, headers: Sequence[tuple[str, str]], policy: IdentityPolicy) -> Client:
     """The client a request is charged to.
 
     ``peer`` is the transport peer address (ASGI ``scope["client"][0]``; on Lambda,
@@ -159,9 +155,7 @@ def network_key(address: IPAddress, prefix_v4: int, prefix_v6: int) -> IPNetwork
     return ipaddress.IPv6Network((address, prefix_v6), strict=False)
 
 
-def wider_keys(
-    client: Client, prefixes_v6: Sequence[int], *, key_secret: bytes | None = None
-) -> list[str]:
+def wider_keys(client: Client, prefixes_v6: Sequence[int], *, key_secret: bytes | None = None) -> list[str]:
     """Keys of the wider IPv6 networks (e.g. /56, /48) holding an IPv6 client, for wider caps.
 
     Same format and HMAC rule as ``Client.key``; pass the policy's ``key_secret``
@@ -184,12 +178,13 @@ def _key(address: IPAddress, prefix: int, mac: hmac.HMAC | None) -> str:
         text = str(address)
     elif bits == 128 and prefix <= 64:
         # The low 64 bits are zero, so RFC 5952 compresses them (and any zero hextets
-        # just before) into "::"; formatting it here is 5x cheaper than str().
+        # just before) into "::"; formatting it here is several times cheaper than str().
         top = int(address) >> (128 - prefix) << (64 - prefix)
-        hextets = [top >> shift & 0xFFFF for shift in (48, 32, 16, 0)]
-        while hextets and not hextets[-1]:
-            hextets.pop()
-        text = ":".join([f"{h:x}" for h in hextets]) + f"::/{prefix}"
+        a, b, c, d = _HEXTETS.unpack(top.to_bytes(8, "big"))
+        text = f"{a:x}:{b:x}:{c:x}:{d:x}"
+        while text.endswith(":0"):
+            text = text[:-2]
+        text = ("" if text == "0" else text) + f"::/{prefix}"
     else:
         text = f"{type(address)(int(address) >> (bits - prefix) << (bits - prefix))}/{prefix}"
     return _finish(text, mac)
@@ -337,8 +332,9 @@ def _parse_v6(text: str) -> IPAddress | None:
             return None
         text = f"{head}:{tail_v4}"
     try:
-        address = _V6(text)
-    except ValueError:
+        # inet_pton is strict (RFC 4291 text only) and several times faster than _V6(text).
+        address = _V6(socket.inet_pton(socket.AF_INET6, text))
+    except (OSError, ValueError):
         return None
     mapped = address.ipv4_mapped
     return address if mapped is None else mapped

@@ -291,7 +291,11 @@ class Service:
             else "the pipeline did not confirm the start; if no run started, "
             "your trigger will be given back"
         )
-        return error(502, "pipeline_unavailable", detail, rid, **self._headers(None))
+        headers = self._headers(None)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after:
+            headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+        return error(502, "pipeline_unavailable", detail, rid, **headers)
 
     def _accepted(
         self, run_id: str, status: str, decision: Decision | None, run: dict[str, Any]
@@ -334,8 +338,9 @@ class Service:
         )
         if await self._store(self.store.put_new(claim)):
             return None
-        deadline = now + self.policy.backend_timeout + 5
-        while self.clock() < deadline:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.policy.backend_timeout + 5
+        while loop.time() < deadline:
             doc = await self._store(self.store.get("idem", claim.id))
             if doc is None:  # the first request failed and gave the key back
                 if await self._store(self.store.put_new(claim)):

@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
     deny: Annotated[list[str], NoDecode] = Field(default_factory=list)
     params: dict[str, ParamSpec] = Field(default_factory=dict)
+    pipeline_options: dict[str, Any] = Field(default_factory=dict)
     coalesce: bool = True
     state_dir: Path = Path("./triggergate-state")
     audit_retention: str = "400d"

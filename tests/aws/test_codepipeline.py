@@ -9,26 +9,15 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import boto3
 import pytest
 
-from tests.servers.aws import REGION
+from tests.servers.aws import REGION, create_pipeline
 from triggergate.backends.base import StartRequest
 from triggergate.backends.codepipeline import STATES, CodePipelineBackend
 from triggergate.errors import BackendError, BackendRefused, BackendUncertain, ConfigurationError
 from triggergate.registry import Context, backend_from_url
 
 FAST = {"http_timeout": 1.0, "http_budget": 5.0, "http_backoff": 0.05, "http_attempts": 4}
-TRUST = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Effect": "Allow",
-            "Principal": {"Service": "codepipeline.amazonaws.com"},
-            "Action": "sts:AssumeRole",
-        }
-    ],
-}
 
 
 def _backend(url: str) -> CodePipelineBackend:
@@ -37,46 +26,12 @@ def _backend(url: str) -> CodePipelineBackend:
     return backend
 
 
-def _create_pipeline(endpoint: str, name: str = "deploy") -> Any:
-    """A two-stage pipeline with a role trusting CodePipeline, as moto requires."""
-    iam = boto3.client("iam", region_name=REGION, endpoint_url=endpoint)
-    role = iam.create_role(RoleName="pipeline-role", AssumeRolePolicyDocument=json.dumps(TRUST))
-    action = {
-        "name": "Act",
-        "actionTypeId": {"category": "Source", "owner": "AWS", "provider": "S3", "version": "1"},
-        "configuration": {"S3Bucket": "b", "S3ObjectKey": "k"},
-        "outputArtifacts": [{"name": "out"}],
-    }
-    build = {
-        **action,
-        "actionTypeId": {**action["actionTypeId"], "category": "Build"},
-        "outputArtifacts": [],
-        "inputArtifacts": [{"name": "out"}],
-    }
-    client = boto3.client("codepipeline", region_name=REGION, endpoint_url=endpoint)
-    client.create_pipeline(
-        pipeline={
-            "name": name,
-            "roleArn": role["Role"]["Arn"],
-            "artifactStore": {"type": "S3", "location": "artifacts"},
-            "stages": [
-                {"name": "Source", "actions": [action]},
-                {"name": "Build", "actions": [build]},
-            ],
-            "variables": [{"name": "TARGET"}, {"name": "TRIGGERGATE_REQUEST_ID"}],
-        }
-    )
-    return client
-
-
 async def test_start_passes_token_variables_and_reads_status(moto: str) -> None:
     """A start uses the request id as token, params as variables; the status maps Succeeded."""
-    client = _create_pipeline(moto)
+    client = create_pipeline(moto)
     backend = _backend(f"codepipeline://deploy?region={REGION}&endpoint_url={moto}")
     started = await backend.start(StartRequest("req-1", "203.0.113.4", {"TARGET": "staging"}))
-    execution = client.get_pipeline_execution(
-        pipelineName="deploy", pipelineExecutionId=started.ref
-    )
+    execution = client.get_pipeline_execution(pipelineName="deploy", pipelineExecutionId=started.ref)
     variables = execution["pipelineExecution"]["variables"]
     assert variables == [{"name": "TARGET", "resolvedValue": "staging"}]
     status = await backend.status(started.ref)
@@ -88,7 +43,7 @@ async def test_start_passes_token_variables_and_reads_status(moto: str) -> None:
 
 async def test_find_recognises_the_execution_by_the_request_variable(moto: str) -> None:
     """With request_variable, find() locates the run a request started, and no other."""
-    _create_pipeline(moto)
+    create_pipeline(moto)
     url = f"codepipeline://deploy?region={REGION}&endpoint_url={moto}&request_variable=TRIGGERGATE_REQUEST_ID"
     backend = _backend(url)
     first = await backend.start(StartRequest("req-a", "203.0.113.4"))
@@ -101,7 +56,7 @@ async def test_find_recognises_the_execution_by_the_request_variable(moto: str) 
 
 async def test_find_without_request_variable_returns_none(moto: str) -> None:
     """Without a correlation variable find() cannot match and says so with None."""
-    _create_pipeline(moto)
+    create_pipeline(moto)
     backend = _backend(f"codepipeline://deploy?region={REGION}&endpoint_url={moto}")
     await backend.start(StartRequest("req-a", "203.0.113.4"))
     assert await backend.find("req-a") is None

@@ -35,9 +35,7 @@ async def store(dynalite: str) -> AsyncIterator[DynamoDBStore]:
 
 def _events(store: DynamoDBStore, key: str) -> set[str]:
     """The rids stored under a quota key, read straight from the engine."""
-    found = store.client.get_item(
-        TableName=store.table, Key={"pk": {"S": f"q#{key}"}}, ConsistentRead=True
-    )
+    found = store.client.get_item(TableName=store.table, Key={"pk": {"S": f"q#{key}"}}, ConsistentRead=True)
     return set(found.get("Item", {}).get("ev", {}).get("M", {}))
 
 
@@ -46,9 +44,7 @@ async def test_two_hundred_racing_reservations_admit_exactly_three_in_every_roun
 ) -> None:
     """5 rounds of 200 concurrent reservations for one client: exactly 3 admitted each time."""
     for round_ in range(5):
-        results = await asyncio.gather(
-            *(store.reserve(f"{round_}-{i}", [CLIENT], {}) for i in range(200))
-        )
+        results = await asyncio.gather(*(store.reserve(f"{round_}-{i}", [CLIENT], {}) for i in range(200)))
         admitted = {f"{round_}-{i}" for i, d in enumerate(results) if d.allowed}
         assert len(admitted) == 3
         assert _events(store, CLIENT.key) == admitted
@@ -60,10 +56,7 @@ async def test_racing_clients_never_overrun_the_global_budget(store: DynamoDBSto
     """60 clients race against a budget of 5: 5 admitted, and undone events leave no trace."""
     budget = Check("g", (Limit(5, DAY),))
     results = await asyncio.gather(
-        *(
-            store.reserve(f"r{i}", [Check(f"c:{i}", (Limit(3, DAY),)), budget], {})
-            for i in range(60)
-        )
+        *(store.reserve(f"r{i}", [Check(f"c:{i}", (Limit(3, DAY),)), budget], {}) for i in range(60))
     )
     admitted = {f"r{i}" for i, d in enumerate(results) if d.allowed}
     assert len(admitted) == 5

@@ -95,9 +95,7 @@ async def test_quota_item_carries_ttl_when_its_newest_event_leaves_the_window(
     assert float(ledger[TTL_ATTRIBUTE]["N"]) > 1_700_000_000 + 7 * DAY
 
 
-async def test_configured_ttl_attribute_name_is_written(
-    open_store: Callable[..., Any], moto: str
-) -> None:
+async def test_configured_ttl_attribute_name_is_written(open_store: Callable[..., Any], moto: str) -> None:
     """ttl_attribute= renames the attribute on quota items and in the table's TTL setting."""
     store = await open_store("custom", ttl_attribute="expires_at")
     await store.reserve("r1", [CLIENT], {})
@@ -133,9 +131,7 @@ async def test_audit_table_holds_the_audit_records(
     """audit_table= sends kind "audit" to its own table and everything else to the main one."""
     store = await open_store("main", audit_table="main-audit")
     now = clock()
-    await store.apply(
-        Batch(records=[Record("audit", "a1", {"at": now}), Record("run", "x", {"at": now})])
-    )
+    await store.apply(Batch(records=[Record("audit", "a1", {"at": now}), Record("run", "x", {"at": now})]))
     assert set(_items(moto, "main-audit")) == {"r#audit#a1"}
     assert "r#run#x" in _items(moto, "main")
     assert [d["at"] for d in await store.query("audit", since=now, until=now + 1, limit=5)] == [now]
@@ -157,9 +153,7 @@ async def test_decisions_ignore_items_ttl_has_not_deleted_yet(
     assert set(_items(moto, "gate")[f"q#{CLIENT.key}"]["ev"]["M"]) == {"again"}
 
 
-async def test_denied_reservation_leaves_the_table_unchanged(
-    store: DynamoDBStore, moto: str
-) -> None:
+async def test_denied_reservation_leaves_the_table_unchanged(store: DynamoDBStore, moto: str) -> None:
     """The deny path reads only: every item is byte-for-byte the same afterwards."""
     assert (await store.reserve("r1", [CLIENT], {})).allowed
     before = _items(moto, "gate")
@@ -170,7 +164,7 @@ async def test_denied_reservation_leaves_the_table_unchanged(
 async def test_store_never_scans_and_every_query_is_paginated(
     store: DynamoDBStore, clock: ManualClock
 ) -> None:
-    """A workload over every method issues no Scan and no Query without a Limit."""
+    """Every method together: no Scan, every Query has a Limit, only the granted actions."""
     calls: list[tuple[str, dict[str, Any]]] = []
     store.client.meta.events.register(
         "provide-client-params.dynamodb.*",
@@ -197,7 +191,8 @@ async def test_store_never_scans_and_every_query_is_paginated(
     await store.reset(CLIENT.key)
     names = {name for name, _ in calls}
     assert "Scan" not in names
-    assert {"Query", "PutItem", "GetItem", "UpdateItem"} <= names
+    # Exactly the actions the template's IAM policy grants on the table (tests/aws/test_template.py).
+    assert names == {"Query", "PutItem", "GetItem", "UpdateItem", "DeleteItem"}
     assert all("Limit" in params for name, params in calls if name == "Query")
 
 

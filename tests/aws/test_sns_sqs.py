@@ -33,9 +33,7 @@ def _queue(endpoint: str, name: str) -> tuple[Any, str, str]:
     """A queue: (client, url, arn)."""
     sqs = boto3.client("sqs", region_name=REGION, endpoint_url=endpoint)
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     return sqs, url, arn
 
 

@@ -169,9 +169,7 @@ async def running(
         logging.getLogger().removeHandler(handler)
 
 
-def leak_check(
-    secrets: tuple[str, ...], gate: Gate, responses: list[httpx.Response], err: str
-) -> None:
+def leak_check(secrets: tuple[str, ...], gate: Gate, responses: list[httpx.Response], err: str) -> None:
     texts = [r.text for r in responses] + [json.dumps(dict(r.headers)) for r in responses]
     texts += [r.getMessage() for r in gate.logs] + [str(r.__dict__) for r in gate.logs] + [err]
     for secret in secrets:
@@ -223,9 +221,7 @@ async def test_ten_racing_requests_with_one_idempotency_key_start_one_run(
     """Ten simultaneous presses with one Idempotency-Key: one run, one run id, one charge."""
     async with running(system, tmp_path, monkeypatch) as gate:
         headers = {"Idempotency-Key": "press-0001"}
-        answers = await asyncio.gather(
-            *(gate.client.post("/trigger", headers=headers) for _ in range(10))
-        )
+        answers = await asyncio.gather(*(gate.client.post("/trigger", headers=headers) for _ in range(10)))
         quota = (await gate.client.get("/quota")).json()
     assert [a.status_code for a in answers] == [202] * 10
     assert len({a.json()["run_id"] for a in answers}) == 1

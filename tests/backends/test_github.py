@@ -25,9 +25,7 @@ def gh() -> Iterator[tuple[GitHubState, str]]:
 
 
 def make(url: str, token: str = TOKEN, path: str = "acme/site/deploy.yml") -> GitHubBackend:
-    backend = backend_from_url(
-        f"github://{path}?ref=main&api={url}", context({"GITHUB_TOKEN": token})
-    )
+    backend = backend_from_url(f"github://{path}?ref=main&api={url}", context({"GITHUB_TOKEN": token}))
     assert isinstance(backend, GitHubBackend)
     return backend
 
@@ -58,9 +56,7 @@ async def test_start_returns_run_details_and_status_progresses_to_succeeded(
     assert (await backend.status(started.ref)).url == started.url
 
 
-async def test_failed_conclusion_maps_to_failed(
-    gh: tuple[GitHubState, str], backend: GitHubBackend
-) -> None:
+async def test_failed_conclusion_maps_to_failed(gh: tuple[GitHubState, str], backend: GitHubBackend) -> None:
     """A run that completes with conclusion failure reads as failed."""
     gh[0].conclusion = "failure"
     started = await backend.start(req())

@@ -91,9 +91,7 @@ async def test_429_retry_after_http_date_is_honoured(
     assert len(gl[0].pipelines) == 1
 
 
-@pytest.mark.parametrize(
-    ("case", "status"), [("token", "404"), ("ref", "400"), ("forbidden", "403")]
-)
+@pytest.mark.parametrize(("case", "status"), [("token", "404"), ("ref", "400"), ("forbidden", "403")])
 async def test_definite_refusal_raises_backend_refused_and_starts_nothing(
     gl: tuple[GitLabState, str], case: str, status: str
 ) -> None:
@@ -174,6 +172,4 @@ async def test_tokens_absent_from_errors_logs_and_results(
         await good.close()
     assert all_logs.records
     for secret in (wrong, TRIGGER_TOKEN, READ_TOKEN):
-        assert_secret_absent(
-            secret, info.value, info.value.__cause__, all_logs.text, started, status, found
-        )
+        assert_secret_absent(secret, info.value, info.value.__cause__, all_logs.text, started, status, found)

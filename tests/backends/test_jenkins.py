@@ -117,9 +117,7 @@ async def test_retry_after_503_then_success_queues_one_build(
     assert len(jk[0].queue) == 1
 
 
-async def test_429_retry_after_is_honoured(
-    jk: tuple[JenkinsState, str], backend: JenkinsBackend
-) -> None:
+async def test_429_retry_after_is_honoured(jk: tuple[JenkinsState, str], backend: JenkinsBackend) -> None:
     """A 429 with Retry-After: 1 delays the retry by at least a second."""
     jk[0].faults.inject(Fault(status=429, retry_after="1"))
     begin = time.monotonic()
@@ -128,9 +126,7 @@ async def test_429_retry_after_is_honoured(
     assert len(jk[0].queue) == 1
 
 
-@pytest.mark.parametrize(
-    ("case", "status"), [("token", "401"), ("job", "404"), ("forbidden", "403")]
-)
+@pytest.mark.parametrize(("case", "status"), [("token", "401"), ("job", "404"), ("forbidden", "403")])
 async def test_definite_refusal_raises_backend_refused_and_queues_nothing(
     jk: tuple[JenkinsState, str], case: str, status: str
 ) -> None:

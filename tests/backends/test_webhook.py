@@ -47,9 +47,7 @@ def buildkite(host: str, token: str = TOKEN) -> WebhookBackend:
 
 def signed(host: str, secret: str | None = SECRET, ok: str = "200,202") -> WebhookBackend:
     secrets = {"PIPELINE_WEBHOOK_SECRET": secret} if secret else {}
-    backend = backend_from_url(
-        f"webhook+http://{host}{HOOK}?trigger_title=deploy&ok={ok}", context(secrets)
-    )
+    backend = backend_from_url(f"webhook+http://{host}{HOOK}?trigger_title=deploy&ok={ok}", context(secrets))
     assert isinstance(backend, WebhookBackend)
     return backend
 
@@ -208,6 +206,4 @@ async def test_secrets_absent_from_errors_logs_and_results(
             await backend.close()
     assert all_logs.records
     for secret in (wrong, TOKEN, SECRET):
-        assert_secret_absent(
-            secret, info.value, info.value.__cause__, all_logs.text, started, status, hooked
-        )
+        assert_secret_absent(secret, info.value, info.value.__cause__, all_logs.text, started, status, hooked)

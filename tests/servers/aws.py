@@ -6,6 +6,7 @@ so nothing here can reach real AWS.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -14,7 +15,9 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
+import boto3
 import httpx
 import pytest
 
@@ -29,9 +32,7 @@ FAKE_ENV = {
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     "AWS_EC2_METADATA_DISABLED": "true",
 }
-DYNALITE = (
-    Path(__file__).resolve().parents[2] / ".tmp" / "node" / "node_modules" / ".bin" / "dynalite"
-)
+DYNALITE = Path(__file__).resolve().parents[2] / ".tmp" / "node" / "node_modules" / ".bin" / "dynalite"
 
 
 @contextmanager
@@ -146,3 +147,45 @@ def shared_dynalite(config: pytest.Config) -> str:
 def dynalite(request: pytest.FixtureRequest) -> str:
     """The session's dynalite URL; tests use fresh table names."""
     return shared_dynalite(request.config)
+
+
+TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "codepipeline.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+
+def create_pipeline(endpoint: str, name: str = "deploy") -> Any:
+    """A two-stage pipeline on moto (a role trusting CodePipeline is required); its client."""
+    iam = boto3.client("iam", region_name=REGION, endpoint_url=endpoint)
+    role = iam.create_role(RoleName=f"{name}-role", AssumeRolePolicyDocument=json.dumps(TRUST))
+    source_type = {"category": "Source", "owner": "AWS", "provider": "S3", "version": "1"}
+    source = {
+        "name": "Fetch",
+        "actionTypeId": source_type,
+        "configuration": {"S3Bucket": "b", "S3ObjectKey": "k"},
+        "outputArtifacts": [{"name": "out"}],
+    }
+    build = {
+        "name": "Make",
+        "actionTypeId": {**source_type, "category": "Build"},
+        "configuration": {},
+        "inputArtifacts": [{"name": "out"}],
+    }
+    client = boto3.client("codepipeline", region_name=REGION, endpoint_url=endpoint)
+    client.create_pipeline(
+        pipeline={
+            "name": name,
+            "roleArn": role["Role"]["Arn"],
+            "artifactStore": {"type": "S3", "location": "artifacts"},
+            "stages": [{"name": "Source", "actions": [source]}, {"name": "Build", "actions": [build]}],
+            "variables": [{"name": "TARGET"}, {"name": "TRIGGERGATE_REQUEST_ID"}],
+        }
+    )
+    return client

@@ -13,11 +13,13 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from tests.servers._process import free_port, require_binary, stop_pid, wait_for_port
+from tests.servers.smtp import TLSFiles, tls_files
 
 INSTALL = "apt-get install -y redis-server"
 
@@ -25,14 +27,17 @@ INSTALL = "apt-get install -y redis-server"
 class RedisServer:
     """One redis-server process; ``url`` points at database 0."""
 
-    def __init__(self, binary: str, folder: Path) -> None:
+    def __init__(self, binary: str, folder: Path, tls: TLSFiles | None = None) -> None:
         self.binary = binary
         self.folder = folder
+        self.tls = tls
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.tls:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls.ca}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
@@ -42,15 +47,12 @@ class RedisServer:
 
     def start(self) -> None:
         """Start (or restart, on the same port) and return once it accepts connections."""
-        argv = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.folder),
-        ]
+        port = ["--port", str(self.port)]
+        if self.tls:
+            port = ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            port += ["--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key)]
+            port += ["--tls-ca-cert-file", str(self.tls.ca)]
+        argv = [self.binary, *port, "--bind", "127.0.0.1", "--dir", str(self.folder)]
         argv += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "redis.log"]
         self.process = subprocess.Popen(argv, cwd=self.folder, stdin=subprocess.DEVNULL)
         wait_for_port(self.port)
@@ -64,7 +66,8 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         """A synchronous client for assertions (DBSIZE, TTL, CONFIG SET)."""
-        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+        tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(self.tls.ca)} if self.tls else {}
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, **tls)
 
     def flush(self) -> None:
         """Empty every database: each test starts from nothing."""
@@ -87,14 +90,21 @@ class RedisServer:
             self.resume()
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """A running redis-server for the whole session (a failure under CI when missing)."""
+@contextlib.contextmanager
+def running(tls: bool = False) -> Iterator[RedisServer]:
+    """A redis-server in a fresh temporary directory (TLS-only with a throwaway CA if asked)."""
     binary = require_binary("redis-server", INSTALL)
     with tempfile.TemporaryDirectory(prefix="tg-redis-") as folder:
-        server = RedisServer(binary, Path(folder))
+        server = RedisServer(binary, Path(folder), tls_files(Path(folder)) if tls else None)
         server.start()
         try:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A running redis-server for the whole session (a failure under CI when missing)."""
+    with running() as server:
+        yield server

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.servers import redis as redis_servers
 from tests.servers.redis import RedisServer
 from tests.stores import remote_cases as cases
 from triggergate.clock import ManualClock
@@ -92,9 +93,7 @@ async def test_stalled_server_fails_within_a_second(server: RedisServer) -> None
     async with cases.opened(server.url) as store:
         await store.ping()
         with server.paused():
-            assert (
-                await cases.fails_fast(lambda: store.reserve("x", [cases.client("stall")], {})) < 1
-            )
+            assert await cases.fails_fast(lambda: store.reserve("x", [cases.client("stall")], {})) < 1
         await cases.recovers(store, within=10)
 
 
@@ -128,9 +127,7 @@ async def test_every_key_carries_an_expiry(server: RedisServer) -> None:
 async def test_bad_password_names_the_store_and_masks_the_password(server: RedisServer) -> None:
     """Wrong credentials at open(): StoreError naming redis://***@host:port/db, not the password."""
     with server.client() as sync:
-        sync.acl_setuser(
-            "tg", enabled=True, passwords=["+right-password"], keys=["*"], commands=["+@all"]
-        )
+        sync.acl_setuser("tg", enabled=True, passwords=["+right-password"], keys=["*"], commands=["+@all"])
     store = store_from_url(f"redis://tg:wrong-secret@127.0.0.1:{server.port}/0", Context())
     with pytest.raises(StoreError) as raised:
         await store.open()
@@ -143,9 +140,7 @@ async def test_bad_password_names_the_store_and_masks_the_password(server: Redis
 async def test_password_from_the_environment_is_used(server: RedisServer) -> None:
     """TRIGGERGATE_REDIS_PASSWORD wins over the URL's password."""
     with server.client() as sync:
-        sync.acl_setuser(
-            "tg2", enabled=True, passwords=["+env-secret"], keys=["*"], commands=["+@all"]
-        )
+        sync.acl_setuser("tg2", enabled=True, passwords=["+env-secret"], keys=["*"], commands=["+@all"])
     ctx = Context(environ={"TRIGGERGATE_REDIS_PASSWORD": "env-secret"})
     store = store_from_url(f"redis://tg2:not-this@127.0.0.1:{server.port}/0", ctx)
     await store.open()
@@ -201,3 +196,13 @@ async def test_safe_memory_policy_is_not_warned_about(
         async with cases.opened(server.url):
             pass
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_rediss_talks_tls_and_verifies_the_server() -> None:
+    """rediss:// with the server's CA works end to end; without that CA the chain is refused."""
+    with redis_servers.running(tls=True) as server:
+        async with cases.opened(server.url) as store:
+            assert (await store.reserve("tls", [cases.client("tls")], {})).allowed
+        untrusted = store_from_url(f"rediss://127.0.0.1:{server.port}/0", Context())
+        with pytest.raises(StoreError, match=r"(?i)certificate"):
+            await untrusted.open()

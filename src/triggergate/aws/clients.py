@@ -34,10 +34,7 @@ def parse_url(url: str, ctx: Context, key: str, allowed: Iterable[str] = ()) -> 
     known = sorted({*COMMON, *allowed})
     unknown = sorted(set(query) - set(known))
     region = (
-        query.get("region")
-        or ctx.environ.get("AWS_REGION")
-        or ctx.environ.get("AWS_DEFAULT_REGION")
-        or ""
+        query.get("region") or ctx.environ.get("AWS_REGION") or ctx.environ.get("AWS_DEFAULT_REGION") or ""
     )
     endpoint = query.get("endpoint_url") or None
     problem = (
@@ -54,9 +51,7 @@ def parse_url(url: str, ctx: Context, key: str, allowed: Iterable[str] = ()) -> 
     return AwsUrl(parts.netloc + parts.path, region, endpoint, query)
 
 
-def make_client(
-    service: str, where: AwsUrl, *, timeout: float, attempts: int, pool: int = 10
-) -> Any:
+def make_client(service: str, where: AwsUrl, *, timeout: float, attempts: int, pool: int = 10) -> Any:
     """A boto3 client with short timeouts and ``attempts`` tries in all (botocore's own retries).
 
     boto3 is imported here, lazily: deployments that use no AWS adapter never load it.

@@ -117,9 +117,7 @@ class HttpClient:
         self.policy = policy
         self._wall_clock = wall_clock
         self._sleep = sleep
-        self._client = httpx.AsyncClient(
-            timeout=policy.timeout, follow_redirects=False, **client_args
-        )
+        self._client = httpx.AsyncClient(timeout=policy.timeout, follow_redirects=False, **client_args)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -162,13 +160,9 @@ class HttpClient:
                     return response
                 last = f"{self.name}: {action}: HTTP {status} {_reason(status)}"
                 if status in RETRY_STATUSES or rate_limited(response):
-                    delay = retry_after_seconds(
-                        response.headers.get("Retry-After"), self._wall_clock()
-                    )
+                    delay = retry_after_seconds(response.headers.get("Retry-After"), self._wall_clock())
                     if delay is None and response.headers.get("X-RateLimit-Reset", "").isdigit():
-                        delay = max(
-                            0.0, int(response.headers["X-RateLimit-Reset"]) - self._wall_clock()
-                        )
+                        delay = max(0.0, int(response.headers["X-RateLimit-Reset"]) - self._wall_clock())
                     retry_after = delay
                 elif status >= 500:
                     if not idempotent:

@@ -150,9 +150,7 @@ class GitHubBackend(Backend):
             details = json_object(response, NAME, "workflow dispatch")
             if details.get("workflow_run_id"):
                 url = details.get("html_url")
-                return Started(
-                    str(details["workflow_run_id"]), url if isinstance(url, str) else None
-                )
+                return Started(str(details["workflow_run_id"]), url if isinstance(url, str) else None)
         found = await self._wait_for_run(request.request_id)
         return found or Started(PENDING_REF + request.request_id)
 

@@ -156,14 +156,9 @@ class GitLabBackend(Backend):
         )
         for pipeline in pipelines if isinstance(pipelines, list) else []:
             # https://docs.gitlab.com/api/pipelines/#get-variables-of-a-pipeline
-            variables = await self._get(
-                f"/pipelines/{pipeline['id']}/variables", "pipeline variables"
-            )
+            variables = await self._get(f"/pipelines/{pipeline['id']}/variables", "pipeline variables")
             for variable in variables if isinstance(variables, list) else []:
-                if (
-                    variable.get("key") == self.correlation_variable
-                    and variable.get("value") == request_id
-                ):
+                if variable.get("key") == self.correlation_variable and variable.get("value") == request_id:
                     return Started(str(pipeline["id"]), _url(pipeline), pipeline_state(pipeline))
         return None
 

@@ -100,9 +100,7 @@ class WebhookBackend(Backend):
         try:
             self.ok = frozenset(int(c) for c in options.get("ok", "200,201,202,204").split(","))
         except ValueError as exc:
-            raise ConfigurationError(
-                "pipeline: ok= takes status codes like 200,202", key="pipeline"
-            ) from exc
+            raise ConfigurationError("pipeline: ok= takes status codes like 200,202", key="pipeline") from exc
         self.ref_field = options.get("ref_field", "")
         self.url_field = options.get("url_field", "")
         self.signature_header = options.get("signature_header", "X-Triggergate-Signature-256")

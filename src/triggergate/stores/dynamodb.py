@@ -12,9 +12,10 @@ Item design (partition key ``pk`` only; see :mod:`triggergate.aws.dynamodb_schem
   while pending it sits in the sparse ``by_kind`` index under ``pending``.
 * ``r#<kind>#<id>`` records (JSON in ``doc``); those with a numeric ``at`` are
   in ``by_kind`` under ``r#<kind>`` sorted by ``at``, so queries are paginated
-  Queries, never scans. Audit records carry no TTL attribute, so DynamoDB never
-  deletes them; ``audit_table=`` moves them to a table of their own (other
-  backups, retention or permissions). Records with an expiry carry the TTL.
+  Queries, never scans. Audit records stay in the same table: they carry the
+  TTL of their own expiry (the configured audit retention, 400 days by
+  default) or none, never a quota's, so they outlive quotas; ``audit_table=``
+  moves them to a table of their own (other backups or permissions).
 * ``o#<id>`` outbox items, in ``by_kind`` under ``outbox`` (by due time) or
   ``dead`` (by burial time).
 

@@ -70,7 +70,7 @@ class SQLiteStore(Store):
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
-        self.write_timeout = float(ctx.options.get("write_timeout", 1.0))
+        self.write_timeout = float(ctx.options.get("write_timeout", 0.7))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
 
     @classmethod

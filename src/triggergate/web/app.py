@@ -15,18 +15,27 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from triggergate import logs
+from triggergate.errors import RequestError
 from triggergate.metrics import DECISIONS, LATENCY, REGISTRY
 from triggergate.models import Outcome, TriggerRequest, error
 from triggergate.ratelimit_headers import policy_header
 from triggergate.service import Service
 from triggergate.settings import Settings, load_settings
 from triggergate.web.openapi import openapi_document
-from triggergate.web.page import render_page
+from triggergate.web.admin import admin_routes
+from triggergate.web.page import (
+    FORM_TYPE,
+    Static,
+    form_payload,
+    page_response,
+    prefers_html,
+    result_response,
+)
 from triggergate.wiring import build_service
 
 log = logging.getLogger("triggergate.web")
@@ -106,27 +115,42 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     async def trigger(request: Request) -> Response:
         rid = request_id(request)
         started = time.perf_counter()
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        # The page's <form> (no JavaScript) gets a result page; API clients get JSON.
+        form = ctype == FORM_TYPE
+        html = form and prefers_html(request.headers.get("accept", ""))
+
+        def reply(outcome: Outcome) -> Response:
+            return result_response(settings, outcome) if html else respond(outcome)
+
+        if form and request.headers.get("sec-fetch-site") == "cross-site":
+            return reply(error(403, "cross_site", "forms from other sites are not accepted", rid))
         try:
             body = await read_body(request)
         except _TooLarge:
-            return respond(
+            return reply(
                 error(413, "body_too_large", f"the body may be at most {MAX_BODY} bytes", rid)
             )
         payload = None
         if body.strip():
-            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if ctype != "application/json":
+            if form:
+                try:
+                    payload = form_payload(body)
+                except RequestError as exc:
+                    return reply(error(exc.status, exc.code, exc.detail, rid))
+            elif ctype != "application/json":
                 return respond(
                     error(415, "unsupported_media_type", "send JSON (application/json)", rid)
                 )
-            try:
-                payload = json.loads(body)
-            except (ValueError, UnicodeDecodeError):
-                return respond(error(400, "bad_json", "the body is not valid JSON", rid))
+            else:
+                try:
+                    payload = json.loads(body)
+                except (ValueError, UnicodeDecodeError):
+                    return respond(error(400, "bad_json", "the body is not valid JSON", rid))
         outcome = await svc.trigger(_trigger_request(request, payload))
         DECISIONS.labels(outcome.body.get("error") or outcome.body.get("status", "accepted")).inc()
         LATENCY.observe(time.perf_counter() - started)
-        return respond(outcome)
+        return reply(outcome)
 
     async def quota(request: Request) -> Response:
         return respond(await svc.quota(_trigger_request(request)))
@@ -138,7 +162,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         return respond(await svc.run_status(run_id, request_id(request)))
 
     async def page(request: Request) -> Response:
-        return HTMLResponse(render_page(settings, svc.backend.name))
+        return await page_response(settings, svc, _trigger_request(request))
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -187,6 +211,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
             await asyncio.gather(*tasks, return_exceptions=True)
             await svc.close()
 
+    admin: list[BaseRoute] = admin_routes(settings, svc) if settings.admin_token else []
     app = Starlette(
         routes=[
             Route("/trigger", trigger, methods=["POST"]),
@@ -197,6 +222,8 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
+            Mount("/static", app=Static(), name="static"),
+            *admin,
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,

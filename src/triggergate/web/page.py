@@ -1,22 +1,261 @@
-"""The interactive page (plain for now: a form that works without JavaScript)."""
+"""The public page (``GET /``) and the result page a form POST gets without JavaScript.
+
+Everything is rendered here, escaped, from the package: the page's behaviour
+lives in ``static/page.js`` (no inline script, so the CSP can forbid it) and
+the page is complete without it.
+"""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from html import escape
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
-from triggergate.settings import Settings
+from starlette.responses import HTMLResponse
+from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+
+from triggergate.errors import RequestError, StoreError
+from triggergate.models import Outcome, TriggerRequest
+from triggergate.quota import Limit
+from triggergate.service import Service
+from triggergate.settings import ParamSpec, Settings
+
+STATIC_DIR = Path(__file__).parent / "static"
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # A deploy button must never be framed (clickjacking).
+    "X-Frame-Options": "DENY",
+}
+FORM_TYPE = "application/x-www-form-urlencoded"
+UNITS = ((604800, "week"), (86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
 
 
-def render_page(settings: Settings, pipeline: str) -> str:
+class Static(StaticFiles):
+    """The package's static files, with the same no-sniff and no-referrer headers."""
+
+    def __init__(self) -> None:
+        super().__init__(directory=STATIC_DIR)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"cache-control", b"public, max-age=300"),
+                ]
+            await send(message)
+
+        await super().__call__(scope, receive, send_headers)
+
+
+def human_limit(limit: Limit) -> str:
+    """``3/7d`` -> ``3 per 7 days``."""
+    for seconds, unit in UNITS:
+        if limit.window % seconds == 0:
+            n = limit.window // seconds
+            return f"{limit.count} per {unit if n == 1 else f'{n} {unit}s'}"
+    return str(limit)  # pragma: no cover - every window is a whole number of seconds
+
+
+def utc_text(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _time(at: float) -> str:
+    """A time the script rewrites in the viewer's zone; UTC text without JavaScript."""
+    stamp = datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
+    return f'<time datetime="{stamp}">{utc_text(at)}</time>'
+
+
+def prefers_html(accept: str) -> bool:
+    """True when ``Accept`` ranks text/html above application/json (ties go to JSON)."""
+    ranks: dict[str, float] = {}
+    for part in accept.lower().split(","):
+        media, *options = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for option in options:
+            name, _, value = option.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        ranks[media] = max(q, ranks.get(media, 0.0))
+
+    def rank(kind: str, family: str) -> float:
+        # The most specific range that names the type decides (RFC 9110, section 12.5.1).
+        for media in (kind, f"{family}/*", "*/*"):
+            if media in ranks:
+                return ranks[media]
+        return 0.0
+
+    return rank("text/html", "text") > rank("application/json", "application")
+
+
+def form_payload(body: bytes) -> dict[str, Any] | None:
+    """The page's form as the JSON API's body; blank fields mean "use the default"."""
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=64)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RequestError(400, "bad_form", "the form could not be read") from exc
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if value.strip() and name not in params:
+            params[name] = value.strip()
+    return {"params": params} if params else None
+
+
+def _layout(title: str, body: str, *, script: bool) -> str:
+    js = '\n<script src="/static/page.js" defer></script>' if script else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{escape(settings.title)}</title></head>
-<body><main>
-<h1>{escape(settings.title)}</h1>
-<p>{escape(settings.description)}</p>
-<p>Pipeline: <strong>{escape(pipeline)}</strong></p>
-<form method="post" action="/trigger"><button type="submit">Deploy</button></form>
-<p><a href="/quota">Your remaining triggers</a></p>
-</main></body></html>
+<title>{escape(title)}</title>
+<link rel="stylesheet" href="/static/page.css">
+<link rel="icon" href="/static/icon.svg" type="image/svg+xml">{js}
+</head><body>
+<main class="card">
+{body}
+</main>
+<footer><a href="/openapi.json">API</a> · served by triggergate</footer>
+</body></html>
 """
+
+
+def _field(name: str, spec: ParamSpec) -> str:
+    label = escape(spec.label or name.replace("_", " ").capitalize())
+    ident = f"p-{escape(name)}"
+    required = " required" if spec.required and spec.default is None else ""
+    if spec.choices:
+        blank = "" if required or spec.default is not None else '<option value="">—</option>'
+        options = "".join(
+            f'<option value="{escape(c)}"{" selected" if c == spec.default else ""}>'
+            f"{escape(c)}</option>"
+            for c in spec.choices
+        )
+        control = f'<select id="{ident}" name="{escape(name)}"{required}>{blank}{options}</select>'
+    else:
+        value = f' value="{escape(spec.default)}"' if spec.default is not None else ""
+        control = (
+            f'<input id="{ident}" name="{escape(name)}" type="text" autocomplete="off" '
+            f'spellcheck="false" maxlength="256" data-pattern="{escape(spec.pattern)}"'
+            f"{value}{required}>"
+        )
+    return f'<div class="field"><label for="{ident}">{label}</label>{control}</div>'
+
+
+def quota_text(outcome: Outcome | None) -> str:
+    """The caller's remaining triggers as a sentence (HTML), from ``GET /quota``'s body."""
+    if outcome is None or outcome.status != 200:
+        return "Your remaining triggers could not be read just now."
+    body = outcome.body
+    if body.get("unlimited"):
+        return "No limit applies to you."
+    limits = ", ".join(body.get("limits", []))
+    remaining = int(body.get("remaining") or 0)
+    next_at = body.get("next_slot_at")
+    when = _time(datetime.fromisoformat(next_at).timestamp()) if next_at else ""
+    if remaining == 0:
+        return f"You have used all your triggers ({escape(limits)}). You can press again {when}."
+    text = f"You can press <strong>{remaining}</strong> more time{'s' if remaining > 1 else ''}"
+    text += f" (limit {escape(limits)})."
+    if when:
+        text += f" The next one frees up {when}."
+    return text
+
+
+def render_page(
+    settings: Settings, pipeline: str, quota: Outcome | None, paused: dict[str, Any] | None
+) -> str:
+    """The whole public page; ``paused`` is the kill switch record, if on."""
+    fields = "".join(_field(name, spec) for name, spec in settings.params.items())
+    limits = "; ".join(human_limit(limit) for limit in settings.client_limits)
+    banner = ""
+    if paused:
+        reason = escape(str(paused.get("reason") or "triggers are paused by the operator"))
+        banner = f'<p class="notice paused" id="paused"><strong>Paused:</strong> {reason}</p>'
+    body = f"""<header>
+<p class="eyebrow">Pipeline <strong id="pipeline">{escape(pipeline)}</strong></p>
+<h1>{escape(settings.title)}</h1>
+<p class="lead">{escape(settings.description)}</p>
+</header>
+{banner}
+<form id="trigger" method="post" action="/trigger" novalidate>
+{fields}
+<button type="submit" id="deploy">Deploy</button>
+</form>
+<p id="quota" class="quota" data-limits="{escape(limits)}">{quota_text(quota)}</p>
+<div id="message" class="message" role="status" aria-live="polite" aria-atomic="true"></div>
+<section id="runs-section" aria-labelledby="runs-title" hidden>
+<h2 id="runs-title">Your runs</h2>
+<ol id="runs" class="runs"></ol>
+</section>"""
+    return _layout(settings.title, body, script=True)
+
+
+async def page_response(settings: Settings, svc: Service, request: TriggerRequest) -> HTMLResponse:
+    """``GET /``: the page with the caller's quota and the kill switch, read without writing."""
+    try:
+        paused = await svc.kill_switch.state()
+    except StoreError:
+        paused = None
+    quota = await svc.quota(request)
+    html = render_page(settings, svc.backend.name, quota, paused)
+    return HTMLResponse(html, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
+
+
+def _safe_link(url: Any) -> str:
+    if isinstance(url, str) and urlsplit(url).scheme in ("http", "https"):
+        return f' <a href="{escape(url)}" rel="noreferrer">Open the run in the CI system</a>.'
+    return ""
+
+
+def result_text(outcome: Outcome, now: float) -> tuple[str, str]:
+    """Heading and message (HTML) for one trigger outcome; only our words or the safe detail."""
+    body, status = outcome.body, outcome.status
+    code, detail = str(body.get("error", "")), escape(str(body.get("detail", "")))
+    retry = outcome.headers.get("Retry-After", "")
+    when = _time(now + int(retry)) if retry.isdigit() else "later"
+    if status == 202:
+        run = escape(str(body.get("run_id", "")))
+        link = _safe_link(body.get("url"))
+        if body.get("status") == "joined":
+            return "You joined the run in progress", f"Run <code>{run}</code> was already on its way; your press joined it.{link}"
+        return "Your run has started", f"Run <code>{run}</code> is {escape(str(body.get('status')))}.{link}"
+    if code == "quota_exhausted":
+        return "You have used all your triggers", f"You can press again {when}."
+    if code == "budget_exhausted":
+        return "The pipeline is resting", f"Its trigger budget is used up. Try again {when}."
+    if code == "paused":
+        return "Triggers are paused", f"The operator says: {detail}"
+    if code == "unavailable":
+        return "Service unavailable", "The service cannot take triggers right now. Try again in a minute."
+    if status == 502:
+        return "The pipeline did not start", detail
+    if status < 500:
+        return "That did not work", detail
+    return "Something went wrong", "Something went wrong on our side. Try again in a minute."
+
+
+def result_response(settings: Settings, outcome: Outcome) -> HTMLResponse:
+    """The page a form POST gets without JavaScript: what happened, and a link back."""
+    heading, message = result_text(outcome, time.time())
+    rid = escape(str(outcome.body.get("request_id", "")))
+    ref = f'<p class="small">Request id <code>{rid}</code></p>' if rid else ""
+    body = f"""<h1>{escape(heading)}</h1>
+<p class="message result" data-status="{outcome.status}">{message}</p>
+{ref}
+<p><a class="button" href="/">Back to {escape(settings.title)}</a></p>"""
+    headers = {**outcome.headers, **SECURITY_HEADERS, "Cache-Control": "no-store"}
+    return HTMLResponse(_layout(heading, body, script=False), outcome.status, headers=headers)

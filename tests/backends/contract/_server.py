@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -83,9 +83,7 @@ class Faults:
                 headers = [(b"content-type", content_type.encode())]
                 if fault.retry_after is not None:
                     headers.append((b"retry-after", fault.retry_after.encode()))
-                await send(
-                    {"type": "http.response.start", "status": fault.status, "headers": headers}
-                )
+                await send({"type": "http.response.start", "status": fault.status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
             elif fault.after == "drop":
 
@@ -120,9 +118,7 @@ def serve(app: ASGIApp, lifespan: Literal["on", "off"] = "off") -> Iterator[str]
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="critical", lifespan=lifespan, timeout_graceful_shutdown=1
-    )
+    config = uvicorn.Config(app, log_level="critical", lifespan=lifespan, timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -137,4 +133,3 @@ def serve(app: ASGIApp, lifespan: Literal["on", "off"] = "off") -> Iterator[str]
         server.should_exit = True
         thread.join(timeout=5)
         sock.close()
-

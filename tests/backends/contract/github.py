@@ -33,9 +33,7 @@ PHASES = [("queued", None), ("in_progress", None), ("completed", "")]
 
 
 def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(
-        {"message": message, "documentation_url": DOCS, "status": str(status)}, status
-    )
+    return JSONResponse({"message": message, "documentation_url": DOCS, "status": str(status)}, status)
 
 
 def error_body(status: int) -> tuple[bytes, str]:
@@ -102,9 +100,7 @@ def build_app(state: GitHubState) -> Any:
         allowed = {"ref", "inputs"} | ({"return_run_details"} if state.run_details else set())
         extra = sorted(set(body) - allowed) if isinstance(body, dict) else []
         if not isinstance(body, dict) or extra:
-            return error(
-                422, f'Invalid request.\n\n"{extra[0] if extra else body}" is not a permitted key.'
-            )
+            return error(422, f'Invalid request.\n\n"{extra[0] if extra else body}" is not a permitted key.')
         if not isinstance(body.get("ref"), str):
             return error(422, 'Invalid request.\n\n"ref" wasn\'t supplied.')
         if body["ref"] not in state.branches:

@@ -107,12 +107,10 @@ def build_app(state: JenkinsState) -> Any:
 
     async def build_with_parameters(request: Request, host: str) -> Response:
         if state.crumb_required and (
-            request.headers.get("jenkins-crumb") != CRUMB
-            or request.cookies.get("JSESSIONID") != SESSION
+            request.headers.get("jenkins-crumb") != CRUMB or request.cookies.get("JSESSIONID") != SESSION
         ):
             return HTMLResponse(
-                "<html><body>HTTP ERROR 403 No valid crumb was included in the "
-                "request</body></html>",
+                "<html><body>HTTP ERROR 403 No valid crumb was included in the request</body></html>",
                 403,
             )
         if request.headers.get("content-type", "").split(";")[0] != FORM:
@@ -122,9 +120,7 @@ def build_app(state: JenkinsState) -> Any:
         params = {k: v for k, v in given.items() if k in state.params}
         for item in state.queue:
             if item["build"] is None and item["params"] == params:
-                return Response(
-                    status_code=201, headers={"Location": f"{host}/queue/item/{item['id']}/"}
-                )
+                return Response(status_code=201, headers={"Location": f"{host}/queue/item/{item['id']}/"})
         item = {"id": 401 + len(state.queue), "params": params, "build": None, "reads": 0}
         state.queue.append(item)
         return Response(status_code=201, headers={"Location": f"{host}/queue/item/{item['id']}/"})

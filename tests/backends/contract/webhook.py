@@ -74,13 +74,9 @@ def build_app(state: HookState) -> Any:
             body = json.loads(await request.body())
         except ValueError:
             return error(400, "Problems parsing JSON")
-        if not isinstance(body, dict) or not all(
-            isinstance(body.get(k), str) for k in ("commit", "branch")
-        ):
+        if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("commit", "branch")):
             return error(422, "Validation Failed: commit and branch are required")
-        if not isinstance(body.get("env", {}), dict) or not isinstance(
-            body.get("meta_data", {}), dict
-        ):
+        if not isinstance(body.get("env", {}), dict) or not isinstance(body.get("meta_data", {}), dict):
             return error(422, "Validation Failed: env and meta_data are objects")
         number = len(state.builds) + 1
         build = {
