@@ -114,6 +114,8 @@ CASES = [
          [(F, f'for={C};ext="x, for=6.6.6.6"')], C),
     case("forwarded:escaped-quote-inside-quoted-string", FWD, "10.0.0.5",
          [(F, f'for={C};ext="a\\", for=6.6.6.6"')], C),
+    case("forwarded:quoted-pair-in-for-value-is-unescaped", FWD, "10.0.0.5",
+         [(F, 'for="198.51.100.\\9"')], C),
     case("forwarded:unterminated-quote-in-earlier-instance-does-not-leak", FWD, "10.0.0.5",
          [(F, 'for="6.6.6.6'), (F, f"for={C}")], C),
     case("forwarded:unterminated-quote-swallowing-proxy-element:400", FWD, "10.0.0.5",
@@ -308,14 +310,8 @@ def test_hmac_keys_are_stable_and_do_not_contain_the_address() -> None:
 def test_hmac_keys_differ_by_secret_and_by_network() -> None:
     """Another secret or another network gives another key; one /64 still shares one."""
     other = IdentityPolicy(key_secret=b"another-secret")
-    assert (
-        resolve_client("198.51.100.9", [], HASHED).key
-        != resolve_client("198.51.100.9", [], other).key
-    )
-    assert (
-        resolve_client("198.51.100.9", [], HASHED).key
-        != resolve_client("198.51.100.8", [], HASHED).key
-    )
+    assert resolve_client("198.51.100.9", [], HASHED).key != resolve_client("198.51.100.9", [], other).key
+    assert resolve_client("198.51.100.9", [], HASHED).key != resolve_client("198.51.100.8", [], HASHED).key
     assert (
         resolve_client("2001:db8:1:2::7", [], HASHED).key
         == resolve_client("2001:db8:1:2:ffff::1", [], HASHED).key
@@ -371,9 +367,7 @@ def test_wider_keys_refuse_a_secret_mismatch() -> None:
         ({"trusted_proxies": ("10.0.0.0/8",)}, "trusted_proxies"),
     ],
 )
-def test_invalid_policy_is_a_configuration_error_naming_the_key(
-    kwargs: dict[str, object], key: str
-) -> None:
+def test_invalid_policy_is_a_configuration_error_naming_the_key(kwargs: dict[str, object], key: str) -> None:
     """Out-of-range prefixes, an unknown header, an empty secret or a text network are refused."""
     with pytest.raises(ConfigurationError) as info:
         IdentityPolicy(**kwargs)  # type: ignore[arg-type]
@@ -409,6 +403,4 @@ def test_trusted_proxies_list_is_frozen_into_a_tuple() -> None:
     """A list of networks is accepted and stored as a tuple, keeping the policy hashable."""
     policy = IdentityPolicy(trusted_proxies=[ipaddress.ip_network("10.0.0.0/8")])  # type: ignore[arg-type]
     assert policy.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"),)
-    assert hash(policy) == hash(
-        IdentityPolicy(trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),))
-    )
+    assert hash(policy) == hash(IdentityPolicy(trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),)))

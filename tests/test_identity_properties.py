@@ -105,9 +105,7 @@ def test_a_proxied_spelling_gives_the_same_key_as_a_direct_peer(
     direct = resolve_client(str(address), [], OPEN)
     if XFF.trusts(address):
         return  # a trusted address is walked past, not keyed; covered by the table
-    spell = (
-        v4_variant(address) if isinstance(address, ipaddress.IPv4Address) else v6_variant(address)
-    )
+    spell = v4_variant(address) if isinstance(address, ipaddress.IPv4Address) else v6_variant(address)
     text = data.draw(spell).strip()
     assert resolve_client("10.0.0.1", [("x-forwarded-for", f"6.6.6.6, {text}")], XFF) == direct
     quoted = text.replace("\\", "\\\\").replace('"', '\\"')
@@ -130,10 +128,7 @@ def test_key_text_is_the_canonical_network_text(
     """The key is str(address) at full length, else network_key(...).with_prefixlen."""
     net = network_key(address, v4, v6)
     expected = str(address) if net.prefixlen == net.max_prefixlen else net.with_prefixlen
-    assert (
-        resolve_client(str(address), [], IdentityPolicy(ipv4_prefix=v4, ipv6_prefix=v6)).key
-        == expected
-    )
+    assert resolve_client(str(address), [], IdentityPolicy(ipv4_prefix=v4, ipv6_prefix=v6)).key == expected
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
         assert wider_keys(Client(address, expected), [v6]) == [expected]
 
@@ -159,11 +154,7 @@ def test_any_text_is_an_address_or_a_400(text: str) -> None:
 
 
 @settings(max_examples=300)
-@given(
-    st.lists(
-        st.tuples(st.sampled_from(["x-forwarded-for", "forwarded", "x-real-ip"]), TEXT), max_size=4
-    )
-)
+@given(st.lists(st.tuples(st.sampled_from(["x-forwarded-for", "forwarded", "x-real-ip"]), TEXT), max_size=4))
 @example([("forwarded", 'for="')])
 @example([("forwarded", 'for="\\')])
 @example([("forwarded", ";;,,=")])
@@ -231,8 +222,6 @@ def test_a_malformed_hop_written_last_is_a_400_whatever_came_before(
             XFF,
         )
     )
-    fwd = outcome(
-        partial(resolve_client, "10.0.0.1", [("forwarded", left), ("forwarded", bad_fwd)], FWD)
-    )
+    fwd = outcome(partial(resolve_client, "10.0.0.1", [("forwarded", left), ("forwarded", bad_fwd)], FWD))
     assert isinstance(xff, RequestError)
     assert isinstance(fwd, RequestError)

@@ -84,6 +84,8 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
     """Serve the HTTP API and page."""
     import uvicorn
 
+    from triggergate.web.limits import BoundedHttpTools
+
     if config:
         os.environ["TRIGGERGATE_CONFIG"] = str(Path(config).resolve())
     settings = _settings(None)
@@ -99,6 +101,7 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
         workers=workers,
         server_header=False,
         proxy_headers=False,
+        http=BoundedHttpTools,  # httptools alone buffers a head of any size: web/limits.py
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=10,

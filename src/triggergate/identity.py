@@ -7,8 +7,8 @@ keyed by their /64 (configurable), IPv4-mapped IPv6 is IPv4, ports and zone ids 
 dropped. Anything unparseable is a 400, never a fallback onto a shared key.
 
 Accepted address text: ``a.b.c.d`` (each octet 1-3 decimal digits, so ``010`` is ten,
-never octal), ``a.b.c.d:port``, any IPv6 form ``ipaddress`` reads (with an embedded
-IPv4 tail read as above), ``[v6]`` and ``[v6]:port``, ``%zone`` suffixes on IPv6, and
+never octal), ``a.b.c.d:port``, RFC 4291 IPv6 text in any case or compression (an
+embedded IPv4 tail read as above), ``[v6]`` and ``[v6]:port``, ``%zone`` suffixes on IPv6, and
 surrounding whitespace. Refused: ``inet_aton`` shorthands (``127.1``, ``0x7f.0.0.1``,
 ``2130706433``), RFC 7239 ``unknown`` and ``_obfuscated`` nodes, and anything else.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
 import socket
 import struct
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ _V4, _V6 = ipaddress.IPv4Address, ipaddress.IPv6Address
 _DIGITS = frozenset("0123456789")
 _OBFPORT = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ._-")
 _HEXTETS = struct.Struct(">4H")
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)  # RFC 9110 quoted-pair; linear, no backtracking
 _MAX_TEXT = 200  # far longer than any address with port and zone id; bounds the work
 
 
@@ -60,11 +62,8 @@ class IdentityPolicy:
         _check_prefix("ipv4_prefix", self.ipv4_prefix, 32)
         _check_prefix("ipv6_prefix", self.ipv6_prefix, 128)
         if self.header not in ("x-forwarded-for", "forwarded"):
-            raise ConfigurationError(
-                f"header must be 'x-forwarded-for' or 'forwarded', not {self.header!r}",
-                key="header",
-                value=self.header,
-            )
+            message = f"header must be 'x-forwarded-for' or 'forwarded', not {self.header!r}"
+            raise ConfigurationError(message, key="header", value=self.header)
         if self.key_secret is not None and not (isinstance(self.key_secret, bytes) and self.key_secret):
             raise ConfigurationError("key_secret must be non-empty bytes", key="key_secret")
         v4: list[ipaddress.IPv4Network] = []
@@ -80,11 +79,8 @@ class IdentityPolicy:
                 else:
                     v6.append(net)
             else:
-                raise ConfigurationError(
-                    f"trusted_proxies entries must be IP networks, not {net!r}",
-                    key="trusted_proxies",
-                    value=net,
-                )
+                message = f"trusted_proxies entries must be IP networks, not {net!r}"
+                raise ConfigurationError(message, key="trusted_proxies", value=net)
         object.__setattr__(self, "trusted_proxies", tuple(self.trusted_proxies))
         object.__setattr__(self, "_trusted_v4", tuple(v4))
         object.__setattr__(self, "_trusted_v6", tuple(v6))
@@ -110,7 +106,7 @@ def parse_address(text: str) -> IPAddress:
 
     Raises ``RequestError(400, "bad_client_address", ...)`` for anything else.
     """
-    address = _parse(text)
+    address = _parse(text) if isinstance(text, str) else None
     if address is None:
         raise _bad_address()
     return address
@@ -267,22 +263,12 @@ def _element_for(pairs: list[str]) -> str | None:
 
 
 def _unquote(raw: str) -> str | None:
-    if not raw.startswith('"'):
+    if raw[:1] != '"':
         return raw
-    if len(raw) < 2 or not raw.endswith('"'):
+    if len(raw) < 2 or raw[-1] != '"':
         return None
-    inner = raw[1:-1]
-    if "\\" not in inner:
-        return inner
-    out: list[str] = []
-    escaped = False
-    for char in inner:
-        if escaped or char != "\\":
-            out.append(char)
-            escaped = False
-        else:
-            escaped = True
-    return None if escaped else "".join(out)
+    # The scanner only ends a pair outside quotes, so no escape can dangle here.
+    return _QUOTED_PAIR.sub(r"\1", raw[1:-1])
 
 
 def _parse(text: str) -> IPAddress | None:
@@ -311,6 +297,10 @@ def _is_port(text: str) -> bool:
 
 
 def _parse_v4(text: str) -> ipaddress.IPv4Address | None:
+    try:
+        return _V4(socket.inet_pton(socket.AF_INET, text))  # the canonical form, in C
+    except (OSError, ValueError):
+        pass
     parts = text.split(".")
     if len(parts) != 4:
         return None
@@ -342,9 +332,8 @@ def _parse_v6(text: str) -> IPAddress | None:
 
 def _check_prefix(key: str, prefix: object, bits: int) -> None:
     if isinstance(prefix, bool) or not isinstance(prefix, int) or not 0 <= prefix <= bits:
-        raise ConfigurationError(
-            f"{key} must be a whole number from 0 to {bits}, not {prefix!r}", key=key, value=prefix
-        )
+        message = f"{key} must be a whole number from 0 to {bits}, not {prefix!r}"
+        raise ConfigurationError(message, key=key, value=prefix)
 
 
 def _bad_address() -> RequestError:

@@ -20,10 +20,11 @@ import random
 import uuid
 from collections.abc import Sequence
 
+from triggergate.alert_policy import AlertPolicy
 from triggergate.clock import Clock
 from triggergate.errors import NotifyError, StoreError
 from triggergate.notifiers.base import Alert, Notifier
-from triggergate.stores.base import OutboxItem, Store
+from triggergate.stores.base import Batch, OutboxItem, Store
 
 logger = logging.getLogger("triggergate.outbox")
 
@@ -57,6 +58,7 @@ class Outbox:
         lease: float = 60.0,
         dead_letter: Notifier | None = None,
         rng: random.Random | None = None,
+        policy: AlertPolicy | None = None,
     ) -> None:
         self.store = store
         self.notifiers = {n.target: n for n in notifiers}
@@ -68,9 +70,15 @@ class Outbox:
         self.dead_letter = dead_letter
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._wake = asyncio.Event()
+        self.policy = policy
 
     def items_for(self, alert: Alert) -> list[OutboxItem]:
-        """One item per notifier for ``alert``, due now; the caller stores them."""
+        """One item per notifier for ``alert``, due now; the caller stores them.
+
+        Empty when the alert policy folds it into a later digest.
+        """
+        if self.policy is not None and not self.policy.admit(alert):
+            return []
         now = self.clock()
         doc = alert.to_doc()
         return [
@@ -175,6 +183,12 @@ class Outbox:
                 error=_safe_error(exc),
             )
 
+    async def _flush_digests(self) -> None:
+        if self.policy is not None:
+            items = [item for alert in self.policy.digests() for item in self.items_for(alert)]
+            if items:
+                await self.store.apply(Batch(outbox=items))
+
     def wake(self) -> None:
         """Ask the running loop to deliver now instead of after its interval."""
         self._wake.set()
@@ -184,6 +198,7 @@ class Outbox:
         while not stop.is_set():
             busy = False
             try:
+                await self._flush_digests()
                 busy = await self.deliver_due(limit) >= limit
             except StoreError as exc:
                 _log("outbox_store_failed", error=_safe_error(exc))

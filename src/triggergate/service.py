@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from triggergate import faults
 from triggergate.audit import AlertText, DenialCounter, audit_record, iso
 from triggergate.backends.base import Backend, Started, StartRequest
 from triggergate.clock import Clock
@@ -29,12 +32,14 @@ from triggergate.models import (
 )
 from triggergate.outbox import Outbox
 from triggergate.quota import Decision
-from triggergate.ratelimit_headers import rate_headers
+from triggergate.ratelimit_headers import policy_header, rate_headers
 from triggergate.runs import RunTracker
 from triggergate.settings import ParamSpec
+from triggergate.spent_cache import Spent, SpentCache
 from triggergate.stores.base import Batch, Record, Store
 
 log = logging.getLogger("triggergate")
+STORE_ALARM_EVERY = 60.0  # seconds between "store unavailable" lines in an outage
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,9 @@ class Service:
         self.kill_switch = KillSwitch(store, clock)
         self.runs = RunTracker(store, backend, clock, policy.audit_retention)
         self._inflight: set[str] = set()
+        self._store_alarm_at = float("-inf")
+        self._store_failures = 0
+        self.spent = SpentCache()
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -135,6 +143,7 @@ class Service:
             self._inflight.add(rid)
             try:
                 decision = await self._store(self.store.reserve(rid, checks, ledger))
+                faults.point("after_reserve")
                 if not decision.allowed:
                     await self._forget_idem(client, idem)
                     return await self._refused(rid, client, decision)
@@ -142,8 +151,17 @@ class Service:
             finally:
                 self._inflight.discard(rid)
         except StoreError as exc:
-            log.error("store unavailable", extra={"request_id": rid, "cause": str(exc)})
+            self._store_alarm(rid, exc)
             return self._unavailable(rid)
+
+    def _store_alarm(self, rid: str, exc: StoreError) -> None:
+        """One operator log line per minute while the store fails, with the failure count."""
+        now = self.clock()
+        self._store_failures += 1
+        if now - self._store_alarm_at >= STORE_ALARM_EVERY:
+            extra = {"request_id": rid, "cause": str(exc), "failures": self._store_failures}
+            log.error("store unavailable", extra=extra)
+            self._store_alarm_at, self._store_failures = now, 0
 
     async def _refused(self, rid: str, client: Client, decision: Decision) -> Outcome:
         blocking = decision.blocking
@@ -187,6 +205,7 @@ class Service:
         )
         try:
             started = await asyncio.wait_for(self.backend.start(start), self.policy.backend_timeout)
+            faults.point("after_start")
         except (BackendError, TimeoutError) as exc:
             definite = isinstance(exc, BackendRefused)
             found = None if definite else await self._find(rid)
@@ -235,6 +254,7 @@ class Service:
             )
         )
         self.outbox.wake()
+        faults.point("after_commit")
         log.info(
             "trigger accepted",
             extra={
@@ -244,6 +264,7 @@ class Service:
                 "run_id": rid,
             },
         )
+        faults.point("before_response")
         return response
 
     async def _find(self, rid: str) -> Started | None:
@@ -281,6 +302,8 @@ class Service:
             )
         )
         self.outbox.wake()
+        if refund:
+            self.spent.forget(f"c:{client.key}")  # the slot is free again
         log.warning(
             "pipeline start failed",
             extra={"request_id": rid, "client_key": client.key, "decision": event, "cause": reason},
@@ -309,6 +332,71 @@ class Service:
             **rate_headers(self.policy.gate.limits, decision, consumed=consumed),
         }
         return Outcome(202, body, headers)
+
+    # -- the deny fast path (web/fastpath.py) ----------------------------------------------
+
+    async def fast_deny(
+        self, peer: str | None, headers: Sequence[tuple[str, str]], request_id: str
+    ) -> Outcome | None:
+        """The refusal for a client whose quota is spent, or None to run the full flow.
+
+        Answers only when :meth:`trigger` would answer the same: the client resolves,
+        is not deny-listed, triggers are not paused, and a read-only decision (or the
+        spent-key cache) denies. Any doubt, including a store error, returns None.
+        Writes nothing, except what :meth:`trigger` itself writes for a refusal.
+        """
+        try:
+            client = resolve_client(peer, headers, self.policy.identity)
+        except RequestError:
+            return None
+        gate = self.policy.gate
+        if gate.denied(client.address):
+            return None
+        checks = gate.checks(client.key, client.address)
+        if not checks or checks[0].key == BUDGET_KEY:  # allow-listed: never spent
+            return None
+        key = checks[0].key
+        try:
+            # asyncio.timeout, not wait_for: no task per request on the hot path.
+            async with asyncio.timeout(self.policy.store_timeout):
+                if await self.kill_switch.state():
+                    return None
+                now = self.clock()
+                spent = self.spent.get(key, now)
+                if spent is not None:
+                    self.denials.add(client.key, "quota", now)
+                    return self._spent(request_id, spent, now)
+                decision = await self.store.peek(checks)
+                if decision.allowed:
+                    return None
+                blocking = decision.blocking
+                assert blocking is not None
+                if blocking.key == key:
+                    self.spent.put(key, decision.now + blocking.retry_after, blocking.limit, decision.now)
+                return await self._refused(request_id, client, decision)
+        except (StoreError, TimeoutError):
+            return None
+
+    @functools.cached_property
+    def _policy_text(self) -> str:
+        return policy_header(self.policy.gate.limits)
+
+    def _spent(self, rid: str, spent: Spent, now: float) -> Outcome:
+        """What :meth:`_refused` says for a client denial, from a cached entry."""
+        left = spent.until - now
+        retry = max(1, math.ceil(left))
+        headers = {
+            "Retry-After": str(retry),
+            "RateLimit-Policy": self._policy_text,
+            "RateLimit": f'"{spent.limit}";r=0;t={math.ceil(left)}',
+        }
+        return error(
+            429,
+            "quota_exhausted",
+            f"you have used all your triggers; try again after {iso(now + retry)}",
+            rid,
+            **headers,
+        )
 
     # -- idempotency ----------------------------------------------------------------------
 
@@ -356,6 +444,16 @@ class Service:
         if key is not None:
             await self._store(self.store.delete("idem", self._idem_id(client, key)))
 
+    async def rate_state(self, peer: str | None, headers: list[tuple[str, str]]) -> dict[str, str]:
+        """RateLimit headers for any response to this caller; empty when unknown."""
+        try:
+            client = resolve_client(peer, headers, self.policy.identity)
+            checks = self.policy.gate.checks(client.key, client.address)
+            decision = await self._store(self.store.peek(checks)) if checks else None
+        except (RequestError, StoreError):
+            return {}
+        return rate_headers(self.policy.gate.limits, decision)
+
     # -- GET /quota and GET /runs/{id} ----------------------------------------------------------
 
     async def quota(self, request: TriggerRequest) -> Outcome:
@@ -373,10 +471,10 @@ class Service:
             "client": client.key,
             "limits": [str(x) for x in self.policy.gate.limits],
         }
-        if decision is None:
+        client_verdict = next((v for v in decision.verdicts if v.key.startswith("c:")), None) if decision else None
+        if decision is None or client_verdict is None:
             body.update(remaining=None, unlimited=True)
         else:
-            client_verdict = decision.verdicts[0]
             body.update(
                 remaining=client_verdict.remaining if decision.allowed else 0,
                 allowed=decision.allowed,
@@ -420,16 +518,19 @@ class Service:
         settled = 0
         for entry in await self.store.pending(self.clock() - self.policy.reconcile_after):
             rid = entry["rid"]
-            if rid in self._inflight:
+            now = self.clock()
+            # One replica reconciles each reservation; the others skip it.
+            claim = Record("reconciling", rid, {"at": now}, expires=now + 300)
+            if rid in self._inflight or not await self.store.put_new(claim):
                 continue
             found = await self._find(rid)
-            now = self.clock()
             common = {
                 "request_id": rid,
                 "client_key": entry.get("client_key"),
                 "client": entry.get("client"),
             }
             if found is None:
+                self.spent.forget(f"c:{entry.get('client_key')}")  # the slot is free again
                 await self.store.apply(
                     Batch(
                         release=rid,

@@ -15,7 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from triggergate.errors import ConfigurationError
@@ -85,6 +93,8 @@ class Settings(BaseSettings):
     backend_timeout: float = Field(30.0, gt=0, le=600)
     reconcile_after: float = Field(120.0, gt=0)
     outbox_attempts: int = Field(5, ge=1, le=100)
+    alert_rate: str = ""  # e.g. "10/1m": accepted alerts beyond it fold into a digest
+    alert_dedup: str = ""  # e.g. "10m": identical alerts within it are sent once
     title: str = "Deploy"
     description: str = "Start the pipeline. Each visitor may press a limited number of times."
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -141,6 +151,17 @@ class Settings(BaseSettings):
             parse_duration(value)
         except ConfigurationError as exc:
             raise ValueError(f"{value!r} is not a duration such as 90s, 10m, 24h, 7d, 2w") from exc
+        return value
+
+    @field_validator("alert_rate", "alert_dedup")
+    @classmethod
+    def _alert_policy(cls, value: str, info: ValidationInfo) -> str:
+        if value:
+            text = value if info.field_name == "alert_rate" else f"1/{value}"
+            try:
+                Limit.parse(text)
+            except ConfigurationError as exc:
+                raise ValueError(f"{value!r}: use e.g. 10/1m (rate) or 10m (window)") from exc
         return value
 
     @field_validator("params")

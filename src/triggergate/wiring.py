@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from triggergate.alert_policy import AlertPolicy
 from triggergate.clock import Clock, system_clock
 from triggergate.errors import ConfigurationError
 from triggergate.gate import Gate
 from triggergate.identity import IdentityPolicy
 from triggergate.outbox import Outbox
+from triggergate.quota import Limit
 from triggergate.registry import Context, backend_from_url, notifier_from_url, store_from_url
 from triggergate.service import Policy, Service
 from triggergate.settings import Settings, parse_duration
@@ -51,6 +53,19 @@ def policy(settings: Settings) -> Policy:
     )
 
 
+def alert_policy(settings: Settings, clock: Clock) -> AlertPolicy | None:
+    """The digest/de-duplication policy, or None when neither setting is given."""
+    if not (settings.alert_rate or settings.alert_dedup):
+        return None
+    rate = Limit.parse(settings.alert_rate) if settings.alert_rate else None
+    return AlertPolicy(
+        clock,
+        rate=rate.count if rate else 0,
+        window=rate.window if rate else 60.0,
+        dedup=parse_duration(settings.alert_dedup) if settings.alert_dedup else 0.0,
+    )
+
+
 def build_service(settings: Settings, clock: Clock = system_clock) -> Service:
     """Every adapter built from its URL; raises ConfigurationError on the first bad one."""
     ctx = context(settings, clock)
@@ -63,7 +78,12 @@ def build_service(settings: Settings, clock: Clock = system_clock) -> Service:
         else None
     )
     outbox = Outbox(
-        store, notifiers, clock=clock, max_attempts=settings.outbox_attempts, dead_letter=dead
+        store,
+        notifiers,
+        clock=clock,
+        max_attempts=settings.outbox_attempts,
+        dead_letter=dead,
+        policy=alert_policy(settings, clock),
     )
     return Service(store, backend, outbox, policy(settings), clock)
 

@@ -16,8 +16,6 @@ from typing import Any
 
 import pytest
 
-from tests.servers.postgres import postgres_server  # noqa: F401 - a fixture, found by name
-from tests.servers.redis import redis_server  # noqa: F401 - a fixture, found by name
 from triggergate.clock import ManualClock
 from triggergate.registry import Context, store_from_url
 from triggergate.stores.base import Store

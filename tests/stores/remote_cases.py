@@ -54,9 +54,7 @@ def _process_worker(url: str, key: str, count: int, barrier: Any, out: Any) -> N
             barrier.wait(timeout=60)
             check = client(key)
             tag = uuid.uuid4().hex
-            results = await asyncio.gather(
-                *(store.reserve(f"{tag}-{i}", [check], {}) for i in range(count))
-            )
+            results = await asyncio.gather(*(store.reserve(f"{tag}-{i}", [check], {}) for i in range(count)))
             return sum(d.allowed for d in results)
 
     out.put(asyncio.run(work()))

@@ -47,9 +47,7 @@ async def test_200_racing_reservations_over_four_instances_admit_exactly_three(
     async with cases.opened(server.url):  # creates the schema once
         pass
     for round_ in range(3):
-        admitted = await cases.race(
-            f"{server.url}?timeout=10", 4, 200, cases.client(f"race-{round_}")
-        )
+        admitted = await cases.race(f"{server.url}?timeout=10", 4, 200, cases.client(f"race-{round_}"))
         assert admitted == 3
 
 
@@ -85,9 +83,7 @@ async def test_stalled_server_fails_within_a_second(server: PostgresServer) -> N
     async with cases.opened(server.url) as store:
         await store.ping()
         with server.paused():
-            assert (
-                await cases.fails_fast(lambda: store.reserve("x", [cases.client("stall")], {})) < 1
-            )
+            assert await cases.fails_fast(lambda: store.reserve("x", [cases.client("stall")], {})) < 1
             assert await cases.fails_fast(lambda: store.peek([cases.client("stall")])) < 1
         await cases.recovers(store, within=20)
 
@@ -128,9 +124,7 @@ async def test_schema_is_versioned_and_migrate_is_idempotent(server: PostgresSer
 
 async def test_bad_password_names_the_store_and_masks_the_password(server: PostgresServer) -> None:
     """Wrong credentials at open(): a StoreError naming the store (masked) and the cause."""
-    store = store_from_url(
-        f"postgresql://postgres:wrong-secret@127.0.0.1:{server.port}/postgres", Context()
-    )
+    store = store_from_url(f"postgresql://postgres:wrong-secret@127.0.0.1:{server.port}/postgres", Context())
     with pytest.raises(StoreError) as raised:
         await store.open()
     message = str(raised.value)

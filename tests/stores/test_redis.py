@@ -33,13 +33,14 @@ async def test_200_racing_reservations_over_four_instances_admit_exactly_three(
 ) -> None:
     """200 concurrent reservations for one key via 4 store instances: exactly 3 pass, 3 rounds."""
     for round_ in range(3):
-        assert await cases.race(server.url, 4, 200, cases.client(f"race-{round_}")) == 3
+        # About exactness, not latency: a generous timeout keeps a loaded machine from failing it.
+        assert await cases.race(f"{server.url}?timeout=10", 4, 200, cases.client(f"race-{round_}")) == 3
 
 
 @pytest.mark.slow
 def test_four_processes_racing_admit_exactly_three(server: RedisServer) -> None:
     """Four OS processes released by a barrier, 50 reservations each for one key: exactly 3 pass."""
-    assert cases.race_processes(server.url, 4, 50, "processes") == 3
+    assert cases.race_processes(f"{server.url}?timeout=10", 4, 50, "processes") == 3
 
 
 async def test_server_time_wins_over_skewed_replica_clocks(server: RedisServer) -> None:
@@ -98,8 +99,11 @@ async def test_stalled_server_fails_within_a_second(server: RedisServer) -> None
 
 
 async def test_ten_thousand_denied_clients_leave_no_key(server: RedisServer) -> None:
-    """Denied reservations write nothing: after 10,000 denied clients the key count is unchanged."""
-    async with cases.opened(server.url) as store:
+    """Denied reservations write nothing: after 10,000 denied clients the key count is unchanged.
+
+    The operation timeout is raised to 10 s: this test is about keys, not latency.
+    """
+    async with cases.opened(f"{server.url}?timeout=10") as store:
         budget = await cases.exhaust_budget(store)
         with server.client() as sync:
             before = sync.dbsize()

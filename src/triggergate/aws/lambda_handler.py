@@ -63,6 +63,12 @@ class LambdaApp:
         except Exception:
             log.warning("alert delivery deferred", exc_info=True)
 
+    def close(self) -> None:
+        """Release the service's connections and the loop (tests; Lambda just freezes)."""
+        if self._opened:
+            self.loop.run_until_complete(self.service.close())
+        self.loop.close()
+
     def http(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         self.run(asyncio.sleep(0))  # opens the store once, sets the loop for Mangum
         response: dict[str, Any] = self.adapter(event, context)

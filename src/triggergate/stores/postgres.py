@@ -78,16 +78,17 @@ class PostgresStore(Store):
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query))
         ours = {k: query.pop(k) for k in OPTIONS if k in query}
-        conninfo = urlunsplit(parts._replace(query=urlencode(query)))
+        # The password travels apart (in `connect`), never inside the conninfo string.
+        userinfo, at, hostport = parts.netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}{at}{hostport}"
+        conninfo = urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
         try:
             params = psycopg.conninfo.conninfo_to_dict(conninfo)
             parts.port  # noqa: B018 - raises ValueError when out of range
             size, timeout = int(ours.get("pool", 10)), float(ours.get("timeout", 0.8))
         except (psycopg.Error, ValueError) as exc:
             raise ConfigurationError(f"store: invalid PostgreSQL URL ({exc})", key="store") from exc
-        password = ctx.secret("POSTGRES_PASSWORD") or (
-            unquote(parts.password) if parts.password else None
-        )
+        password = ctx.secret("POSTGRES_PASSWORD") or (unquote(parts.password) if parts.password else None)
         user = f"{params['user']}:***@" if params.get("user") else ""
         where = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}"
         name = f"{parts.scheme}://{user}{where}/{params.get('dbname', '')}"
@@ -110,9 +111,7 @@ class PostgresStore(Store):
     def _fail(self, exc: BaseException) -> StoreError:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         password = self._connect.get("password")
-        return StoreError(
-            f"store {self.name}: {text.replace(password, '***') if password else text}"
-        )
+        return StoreError(f"store {self.name}: {text.replace(password, '***') if password else text}")
 
     async def _run(self, work: Callable[[Conn], Awaitable[T]], deadline: float | None = None) -> T:
         """Run ``work`` on a pooled connection; StoreError after ``deadline`` at the latest.
@@ -179,8 +178,15 @@ class PostgresStore(Store):
             open=False,
             name="triggergate",
         )
-        await self._pool.open(wait=False)
-        await self.migrate()
+        try:
+            await self._pool.open(wait=True, timeout=max(self._timeout, 5.0))
+            await self.migrate()
+        except StoreError:
+            await self.close()
+            raise
+        except psycopg.Error as exc:
+            await self.close()
+            raise self._fail(exc) from exc
 
     async def migrate(self) -> int:
         """Apply the schema versions this database lacks; return how many were applied."""
@@ -190,17 +196,13 @@ class PostgresStore(Store):
                 await conn.execute("SET LOCAL statement_timeout = 0")
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
                 await conn.execute(sql.SCHEMA_VERSION)
-                cur = await conn.execute(
-                    "SELECT coalesce(max(version), 0) AS v FROM tg_schema_version"
-                )
+                cur = await conn.execute("SELECT coalesce(max(version), 0) AS v FROM tg_schema_version")
                 current = int((await cur.fetchone() or {"v": 0})["v"])
                 files = importlib.resources.files(__package__)
                 for version, name in enumerate(MIGRATIONS, 1):
                     if version > current:
                         await conn.execute(files.joinpath(name).read_text("utf-8").encode())
-                        await conn.execute(
-                            "INSERT INTO tg_schema_version (version) VALUES (%s)", (version,)
-                        )
+                        await conn.execute("INSERT INTO tg_schema_version (version) VALUES (%s)", (version,))
                 return max(len(MIGRATIONS) - current, 0)
 
         return await self._run(work, deadline=60.0)
@@ -250,9 +252,7 @@ class PostgresStore(Store):
                 events[row["key"]].append(row["at"])
         return decide(checks, [events[c.key] for c in checks], rows[0]["now"])
 
-    async def reserve(
-        self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]
-    ) -> Decision:
+    async def reserve(self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]) -> Decision:
         horizons = self._horizons(checks)
 
         async def work(conn: Conn) -> Decision:
@@ -287,8 +287,7 @@ class PostgresStore(Store):
     async def pending(self, older_than: float) -> list[Doc]:
         rows = await self._rows(sql.PENDING, {"t": older_than})
         return [
-            {**r["doc"], "rid": r["rid"], "at": r["at"], "keys": r["keys"], "state": "pending"}
-            for r in rows
+            {**r["doc"], "rid": r["rid"], "at": r["at"], "keys": r["keys"], "state": "pending"} for r in rows
         ]
 
     async def reset(self, key: str) -> int:
@@ -319,13 +318,9 @@ class PostgresStore(Store):
                     await conn.execute(sql.RELEASE, {"rid": batch.release})
                 async with conn.cursor() as cur:
                     if batch.records:
-                        await cur.executemany(
-                            sql.UPSERT_RECORD, [self._record(r) for r in batch.records]
-                        )
+                        await cur.executemany(sql.UPSERT_RECORD, [self._record(r) for r in batch.records])
                     if batch.outbox:
-                        await cur.executemany(
-                            sql.UPSERT_ITEM, [self._item_params(i) for i in batch.outbox]
-                        )
+                        await cur.executemany(sql.UPSERT_ITEM, [self._item_params(i) for i in batch.outbox])
 
         await self._run(work)
 
@@ -340,9 +335,7 @@ class PostgresStore(Store):
         await self._count(sql.DELETE, {"kind": kind, "id": id})
 
     async def query(self, kind: str, *, since: float, until: float, limit: int) -> list[Doc]:
-        rows = await self._rows(
-            sql.QUERY, {"kind": kind, "since": since, "until": until, "limit": limit}
-        )
+        rows = await self._rows(sql.QUERY, {"kind": kind, "since": since, "until": until, "limit": limit})
         return [dict(r["doc"]) for r in rows]
 
     async def claim(self, now: float, lease: float, limit: int) -> list[OutboxItem]:

@@ -35,9 +35,7 @@ ADMIT = (
     "state = 'pending', expires = excluded.expires"
 )
 
-PENDING = (
-    "SELECT rid, doc, at, keys FROM tg_ledger WHERE state = 'pending' AND at < %(t)s ORDER BY at"
-)
+PENDING = "SELECT rid, doc, at, keys FROM tg_ledger WHERE state = 'pending' AND at < %(t)s ORDER BY at"
 RESET = "DELETE FROM tg_events WHERE key = %(key)s"
 SETTLE = "UPDATE tg_ledger SET state = 'started' WHERE rid = %(rid)s AND state = 'pending'"
 RELEASE = (
@@ -77,10 +75,7 @@ CLAIM = (
     "RETURNING id, target, payload, attempts, error"
 )
 ACK = "DELETE FROM tg_outbox WHERE id = %(id)s"
-RETRY = (
-    "UPDATE tg_outbox SET attempts = %(attempts)s, due = %(due)s, error = %(error)s "
-    "WHERE id = %(id)s"
-)
+RETRY = "UPDATE tg_outbox SET attempts = %(attempts)s, due = %(due)s, error = %(error)s WHERE id = %(id)s"
 BURY = (
     "WITH gone AS (DELETE FROM tg_outbox WHERE id = %(id)s) "
     "INSERT INTO tg_dead (id, target, payload, attempts, error) "

@@ -65,9 +65,7 @@ class RedisStore(Store):
 
     schemes = ("redis", "rediss")
 
-    def __init__(
-        self, ctx: Context, name: str, connect: dict[str, Any], prefix: str, timeout: float
-    ) -> None:
+    def __init__(self, ctx: Context, name: str, connect: dict[str, Any], prefix: str, timeout: float) -> None:
         super().__init__(clock=ctx.clock)
         self.name = name
         self._connect = connect
@@ -86,26 +84,19 @@ class RedisStore(Store):
         except ValueError as exc:
             raise ConfigurationError(f"store: invalid Redis URL ({exc})", key="store") from exc
         if not parts.hostname:
-            raise ConfigurationError(
-                "store: a Redis URL needs a host: redis://host:6379/0", key="store"
-            )
+            raise ConfigurationError("store: a Redis URL needs a host: redis://host:6379/0", key="store")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         unknown = sorted(set(query) - set(OPTIONS))
         if unknown:
             raise ConfigurationError(
-                f"store: unknown Redis URL option(s) {', '.join(unknown)}; "
-                f"known: {', '.join(OPTIONS)}",
+                f"store: unknown Redis URL option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}",
                 key="store",
             )
         try:
             timeout, pool = float(query.get("timeout", 0.8)), int(query.get("pool", 20))
         except ValueError as exc:
-            raise ConfigurationError(
-                "store: Redis timeout and pool must be numbers", key="store"
-            ) from exc
-        password = ctx.secret("REDIS_PASSWORD") or (
-            unquote(parts.password) if parts.password else None
-        )
+            raise ConfigurationError("store: Redis timeout and pool must be numbers", key="store") from exc
+        password = ctx.secret("REDIS_PASSWORD") or (unquote(parts.password) if parts.password else None)
         masked = "***@" if parts.username or password else ""
         name = f"{parts.scheme}://{masked}{parts.hostname}:{port}/{db}"
         connect: dict[str, Any] = {
@@ -172,9 +163,7 @@ class RedisStore(Store):
 
     async def _check_eviction(self) -> None:
         try:
-            policy = (await self._run(lambda c: c.config_get("maxmemory-policy"))).get(
-                "maxmemory-policy"
-            )
+            policy = (await self._run(lambda c: c.config_get("maxmemory-policy"))).get("maxmemory-policy")
         except StoreError as exc:
             if not isinstance(exc.__cause__, ResponseError):
                 raise
@@ -231,9 +220,7 @@ class RedisStore(Store):
             raise StoreError(f"store {self.name}: the quota script and quota.decide disagree")
         return decision
 
-    async def reserve(
-        self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]
-    ) -> Decision:
+    async def reserve(self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]) -> Decision:
         return await self._decide("reserve", rid, checks, ledger)
 
     async def peek(self, checks: Sequence[Check]) -> Decision:
@@ -286,9 +273,7 @@ class RedisStore(Store):
         await self._call("delete", {"kind": kind, "id": id})
 
     async def query(self, kind: str, *, since: float, until: float, limit: int) -> list[Doc]:
-        found = await self._call(
-            "query", {"kind": kind, "since": since, "until": until, "limit": limit}
-        )
+        found = await self._call("query", {"kind": kind, "since": since, "until": until, "limit": limit})
         return [json.loads(doc) for doc in found]
 
     async def claim(self, now: float, lease: float, limit: int) -> list[OutboxItem]:

@@ -26,16 +26,18 @@ from triggergate.models import Outcome, TriggerRequest, error
 from triggergate.ratelimit_headers import policy_header
 from triggergate.service import Service
 from triggergate.settings import Settings, load_settings
-from triggergate.web.openapi import openapi_document
 from triggergate.web.admin import admin_routes
+from triggergate.web.fastpath import FastDeny
+from triggergate.web.limits import HeadLimit
+from triggergate.web.openapi import openapi_document
 from triggergate.web.page import (
     FORM_TYPE,
     Static,
     form_payload,
     page_response,
     prefers_html,
-    result_response,
 )
+from triggergate.web.result import result_response
 from triggergate.wiring import build_service
 
 log = logging.getLogger("triggergate.web")
@@ -57,11 +59,17 @@ def respond(outcome: Outcome) -> JSONResponse:
 
 
 class RequestIdMiddleware:
-    """Gives every request an id and every response ``X-Request-Id`` and the rate policy."""
+    """Gives every request an id and every response ``X-Request-Id`` and the rate headers.
 
-    def __init__(self, app: ASGIApp, policy: str) -> None:
+    Routes that evaluated the caller's quota set ``RateLimit`` themselves; for the
+    others (the page, health, errors) the caller's state is read here (a read,
+    never a write), so every response to an identifiable caller carries both.
+    """
+
+    def __init__(self, app: ASGIApp, policy: str, service: Service) -> None:
         self.app = app
         self.policy = policy.encode()
+        self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,6 +85,14 @@ class RequestIdMiddleware:
                 headers.append((b"x-request-id", rid.encode()))
                 if b"ratelimit-policy" not in names:
                     headers.append((b"ratelimit-policy", self.policy))
+                if b"ratelimit" not in names:
+                    client = scope.get("client")
+                    request_headers = [
+                        (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
+                    ]
+                    state = await self.service.rate_state(client[0] if client else None, request_headers)
+                    if "RateLimit" in state:
+                        headers.append((b"ratelimit", state["RateLimit"].encode()))
                 message["headers"] = headers
             await send(message)
 
@@ -128,9 +144,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         try:
             body = await read_body(request)
         except _TooLarge:
-            return reply(
-                error(413, "body_too_large", f"the body may be at most {MAX_BODY} bytes", rid)
-            )
+            return reply(error(413, "body_too_large", f"the body may be at most {MAX_BODY} bytes", rid))
         payload = None
         if body.strip():
             if form:
@@ -139,9 +153,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
                 except RequestError as exc:
                     return reply(error(exc.status, exc.code, exc.detail, rid))
             elif ctype != "application/json":
-                return respond(
-                    error(415, "unsupported_media_type", "send JSON (application/json)", rid)
-                )
+                return respond(error(415, "unsupported_media_type", "send JSON (application/json)", rid))
             else:
                 try:
                     payload = json.loads(body)
@@ -170,9 +182,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     async def readyz(request: Request) -> Response:
         checks = await svc.ready()
         ok = all(checks.values())
-        return JSONResponse(
-            {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503
-        )
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -192,9 +202,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", extra={"request_id": request_id(request)})
-        return respond(
-            error(500, "internal", "something went wrong on our side", request_id(request))
-        )
+        return respond(error(500, "internal", "something went wrong on our side", request_id(request)))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -228,6 +236,8 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )
-    app.add_middleware(RequestIdMiddleware, policy=policy_header(settings.client_limits))
+    app.add_middleware(RequestIdMiddleware, policy=policy_header(settings.client_limits), service=svc)
+    app.add_middleware(FastDeny, service=svc)  # spent clients' floods end here
+    app.add_middleware(HeadLimit)
     app.state.service = svc
     return app

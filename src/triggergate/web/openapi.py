@@ -7,6 +7,8 @@ from typing import Any
 from triggergate import __version__
 from triggergate.settings import Settings
 
+FORM_TYPE = "application/x-www-form-urlencoded"
+
 ERROR = {
     "type": "object",
     "required": ["error", "detail", "request_id"],
@@ -98,26 +100,39 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                                         },
                                     },
                                 }
-                            }
+                            },
+                            # The page's <form> without JavaScript; an Accept that prefers
+                            # text/html gets an HTML result page instead of JSON.
+                            FORM_TYPE: {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": params,
+                                    "additionalProperties": False,
+                                }
+                            },
                         },
                     },
                     "responses": {
                         "202": {
                             **_json("Accepted: a run started (or was joined)", run),
                             "headers": {**RATE_HEADERS, "Location": {"schema": {"type": "string"}}},
+                            "content": {
+                                "application/json": {"schema": run},
+                                "text/html": {
+                                    "schema": {"type": "string"},
+                                    "description": "a form POST whose Accept prefers HTML; "
+                                    "every other status answers such a request in HTML too",
+                                },
+                            },
                         },
                         "400": _error("Bad request"),
-                        "403": _error("The client is on the deny list"),
+                        "403": _error("The client is on the deny list, or a cross-site form post"),
                         "409": _error("A request with this Idempotency-Key is still running"),
                         "413": _error("Body larger than 4 KiB"),
-                        "415": _error("Body is not JSON"),
+                        "415": _error("Body is neither JSON nor the page's form"),
                         "429": _error("Quota spent", retry_after=True),
-                        "502": _error(
-                            "The pipeline could not be started; the trigger was refunded"
-                        ),
-                        "503": _error(
-                            "Store unavailable, budget exhausted or paused", retry_after=True
-                        ),
+                        "502": _error("The pipeline could not be started; the trigger was refunded"),
+                        "503": _error("Store unavailable, budget exhausted or paused", retry_after=True),
                     },
                 }
             },

@@ -7,12 +7,12 @@ the page is complete without it.
 
 from __future__ import annotations
 
-import time
+import asyncio
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
@@ -37,7 +37,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 FORM_TYPE = "application/x-www-form-urlencoded"
-UNITS = ((604800, "week"), (86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
+UNITS = ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
 
 
 class Static(StaticFiles):
@@ -72,7 +72,7 @@ def utc_text(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _time(at: float) -> str:
+def time_html(at: float) -> str:
     """A time the script rewrites in the viewer's zone; UTC text without JavaScript."""
     stamp = datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
     return f'<time datetime="{stamp}">{utc_text(at)}</time>'
@@ -116,7 +116,7 @@ def form_payload(body: bytes) -> dict[str, Any] | None:
     return {"params": params} if params else None
 
 
-def _layout(title: str, body: str, *, script: bool) -> str:
+def layout(title: str, body: str, *, script: bool) -> str:
     js = '\n<script src="/static/page.js" defer></script>' if script else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -140,8 +140,7 @@ def _field(name: str, spec: ParamSpec) -> str:
     if spec.choices:
         blank = "" if required or spec.default is not None else '<option value="">—</option>'
         options = "".join(
-            f'<option value="{escape(c)}"{" selected" if c == spec.default else ""}>'
-            f"{escape(c)}</option>"
+            f'<option value="{escape(c)}"{" selected" if c == spec.default else ""}>{escape(c)}</option>'
             for c in spec.choices
         )
         control = f'<select id="{ident}" name="{escape(name)}"{required}>{blank}{options}</select>'
@@ -162,10 +161,10 @@ def quota_text(outcome: Outcome | None) -> str:
     body = outcome.body
     if body.get("unlimited"):
         return "No limit applies to you."
-    limits = ", ".join(body.get("limits", []))
+    limits = ", ".join(human_limit(Limit.parse(text)) for text in body.get("limits", []))
     remaining = int(body.get("remaining") or 0)
     next_at = body.get("next_slot_at")
-    when = _time(datetime.fromisoformat(next_at).timestamp()) if next_at else ""
+    when = time_html(datetime.fromisoformat(next_at).timestamp()) if next_at else ""
     if remaining == 0:
         return f"You have used all your triggers ({escape(limits)}). You can press again {when}."
     text = f"You can press <strong>{remaining}</strong> more time{'s' if remaining > 1 else ''}"
@@ -180,7 +179,7 @@ def render_page(
 ) -> str:
     """The whole public page; ``paused`` is the kill switch record, if on."""
     fields = "".join(_field(name, spec) for name, spec in settings.params.items())
-    limits = "; ".join(human_limit(limit) for limit in settings.client_limits)
+    limits = ", ".join(human_limit(limit) for limit in settings.client_limits)
     banner = ""
     if paused:
         reason = escape(str(paused.get("reason") or "triggers are paused by the operator"))
@@ -191,71 +190,26 @@ def render_page(
 <p class="lead">{escape(settings.description)}</p>
 </header>
 {banner}
-<form id="trigger" method="post" action="/trigger" novalidate>
+<form id="trigger" method="post" action="/trigger">
 {fields}
 <button type="submit" id="deploy">Deploy</button>
 </form>
 <p id="quota" class="quota" data-limits="{escape(limits)}">{quota_text(quota)}</p>
 <div id="message" class="message" role="status" aria-live="polite" aria-atomic="true"></div>
+<p id="run-status" class="visually-hidden" role="status" aria-live="polite"></p>
 <section id="runs-section" aria-labelledby="runs-title" hidden>
 <h2 id="runs-title">Your runs</h2>
 <ol id="runs" class="runs"></ol>
 </section>"""
-    return _layout(settings.title, body, script=True)
+    return layout(settings.title, body, script=True)
 
 
 async def page_response(settings: Settings, svc: Service, request: TriggerRequest) -> HTMLResponse:
     """``GET /``: the page with the caller's quota and the kill switch, read without writing."""
     try:
-        paused = await svc.kill_switch.state()
-    except StoreError:
-        paused = None
+        paused = await asyncio.wait_for(svc.kill_switch.state(), svc.policy.store_timeout)
+    except (StoreError, TimeoutError):
+        paused = None  # the quota line below says the store could not be read
     quota = await svc.quota(request)
     html = render_page(settings, svc.backend.name, quota, paused)
     return HTMLResponse(html, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
-
-
-def _safe_link(url: Any) -> str:
-    if isinstance(url, str) and urlsplit(url).scheme in ("http", "https"):
-        return f' <a href="{escape(url)}" rel="noreferrer">Open the run in the CI system</a>.'
-    return ""
-
-
-def result_text(outcome: Outcome, now: float) -> tuple[str, str]:
-    """Heading and message (HTML) for one trigger outcome; only our words or the safe detail."""
-    body, status = outcome.body, outcome.status
-    code, detail = str(body.get("error", "")), escape(str(body.get("detail", "")))
-    retry = outcome.headers.get("Retry-After", "")
-    when = _time(now + int(retry)) if retry.isdigit() else "later"
-    if status == 202:
-        run = escape(str(body.get("run_id", "")))
-        link = _safe_link(body.get("url"))
-        if body.get("status") == "joined":
-            return "You joined the run in progress", f"Run <code>{run}</code> was already on its way; your press joined it.{link}"
-        return "Your run has started", f"Run <code>{run}</code> is {escape(str(body.get('status')))}.{link}"
-    if code == "quota_exhausted":
-        return "You have used all your triggers", f"You can press again {when}."
-    if code == "budget_exhausted":
-        return "The pipeline is resting", f"Its trigger budget is used up. Try again {when}."
-    if code == "paused":
-        return "Triggers are paused", f"The operator says: {detail}"
-    if code == "unavailable":
-        return "Service unavailable", "The service cannot take triggers right now. Try again in a minute."
-    if status == 502:
-        return "The pipeline did not start", detail
-    if status < 500:
-        return "That did not work", detail
-    return "Something went wrong", "Something went wrong on our side. Try again in a minute."
-
-
-def result_response(settings: Settings, outcome: Outcome) -> HTMLResponse:
-    """The page a form POST gets without JavaScript: what happened, and a link back."""
-    heading, message = result_text(outcome, time.time())
-    rid = escape(str(outcome.body.get("request_id", "")))
-    ref = f'<p class="small">Request id <code>{rid}</code></p>' if rid else ""
-    body = f"""<h1>{escape(heading)}</h1>
-<p class="message result" data-status="{outcome.status}">{message}</p>
-{ref}
-<p><a class="button" href="/">Back to {escape(settings.title)}</a></p>"""
-    headers = {**outcome.headers, **SECURITY_HEADERS, "Cache-Control": "no-store"}
-    return HTMLResponse(_layout(heading, body, script=False), outcome.status, headers=headers)
