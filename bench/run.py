@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--small-pool", type=int, default=1_000)
     parser.add_argument("--big-pool", type=int, default=1_000_000)
-    parser.add_argument("--footprint-sample", type=int, default=20_000)
+    parser.add_argument("--footprint-sample", type=int, default=5_000)
     parser.add_argument("--profile", type=float, default=8.0, help="seconds of py-spy per profile; 0 skips")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")

@@ -42,6 +42,12 @@ log = logging.getLogger("triggergate")
 STORE_ALARM_EVERY = 60.0  # seconds between "store unavailable" lines in an outage
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Consume an abandoned call's outcome so asyncio does not report it as lost."""
+    if not task.cancelled():
+        task.exception()
+
+
 @dataclass(frozen=True)
 class Policy:
     """The settings the flow reads, resolved once."""
@@ -80,11 +86,18 @@ class Service:
     # -- helpers -----------------------------------------------------------------------
 
     async def _store(self, call: Any) -> Any:
-        """Await a store call within the fail-closed budget."""
-        try:
-            return await asyncio.wait_for(call, self.policy.store_timeout)
-        except TimeoutError as exc:
-            raise StoreError("store did not answer in time") from exc
+        """Await a store call within the fail-closed budget.
+
+        Not ``wait_for``: it waits for the cancelled call to unwind, and a client stuck
+        on a dead or SIGSTOPped server unwinds slowly (measured 2.4 s for 0.8 s).
+        """
+        task = asyncio.ensure_future(call)
+        done, _ = await asyncio.wait({task}, timeout=self.policy.store_timeout)
+        if not done:
+            task.cancel()
+            task.add_done_callback(_retrieve)
+            raise StoreError("store did not answer in time")
+        return task.result()
 
     def _headers(self, decision: Decision | None) -> dict[str, str]:
         return rate_headers(self.policy.gate.limits, decision)
@@ -357,15 +370,16 @@ class Service:
             return None
         key = checks[0].key
         try:
+            # Read from the store at most once a second, within the fail-closed budget.
+            if await self._store(self.kill_switch.state()):
+                return None
+            now = self.clock()
+            spent = self.spent.get(key, now)
+            if spent is not None:
+                self.denials.add(client.key, "quota", now)
+                return self._spent(request_id, spent, now)
             # asyncio.timeout, not wait_for: no task per request on the hot path.
             async with asyncio.timeout(self.policy.store_timeout):
-                if await self.kill_switch.state():
-                    return None
-                now = self.clock()
-                spent = self.spent.get(key, now)
-                if spent is not None:
-                    self.denials.add(client.key, "quota", now)
-                    return self._spent(request_id, spent, now)
                 decision = await self.store.peek(checks)
                 if decision.allowed:
                     return None
@@ -374,8 +388,11 @@ class Service:
                 if blocking.key == key:
                     self.spent.put(key, decision.now + blocking.retry_after, blocking.limit, decision.now)
                 return await self._refused(request_id, client, decision)
-        except (StoreError, TimeoutError):
-            return None
+        except (StoreError, TimeoutError) as exc:
+            # The route would spend a second store_timeout to say the same: fail closed now.
+            failure = exc if isinstance(exc, StoreError) else StoreError("store did not answer in time")
+            self._store_alarm(request_id, failure)
+            return self._unavailable(request_id)
 
     @functools.cached_property
     def _policy_text(self) -> str:
@@ -596,6 +613,8 @@ class Service:
             for job in (self.reconcile, self.flush_denials, self.store.sweep):
                 try:
                     await job()
+                except StoreError as exc:  # an outage: one line per window, no traceback
+                    self._store_alarm("", exc)
                 except Exception:  # the loop must survive any single failure
                     log.exception("background job failed", extra={"job": job.__name__})
             with contextlib.suppress(TimeoutError):

@@ -25,7 +25,8 @@ echo "$TRIGGERGATE_RUN_ID" >> "{runs}"
 SECRET_PATTERNS = {
     "arn": re.compile(r"arn:aws[a-z-]*:", re.I),
     "account_id": re.compile(r"(?<![0-9A-Za-z])\d{12}(?![0-9A-Za-z])"),
-    "userinfo": re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@\"']*:[^/\s@\"']+@", re.I),
+    # user:password@ in a URL; a password masked as *** is what the adapters must log.
+    "userinfo": re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@\"']*:(?!\*\*\*@)[^/\s@\"']+@", re.I),
     "traceback": re.compile(r"Traceback \(most recent call last\)|File \"[^\"]+\", line \d+"),
     "github_token": re.compile(r"gh[pousr]_[A-Za-z0-9]{10,}"),
     "gitlab_token": re.compile(r"glpat-[A-Za-z0-9_-]{10,}"),

@@ -26,7 +26,7 @@ def _admin(make_client: MakeClient, **overrides: Any) -> TestClient:
 def _login(client: TestClient) -> str:
     """Sign in through the form; return the CSRF field the dashboard hands out."""
     response = client.post("/admin/login", data={"token": TOKEN}, follow_redirects=False)
-    assert response.status_code == 303 and response.headers["location"] == "/admin"
+    assert response.status_code == 303 and response.headers["location"] == "../admin"
     page = client.get("/admin").text
     found = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
     assert found is not None
@@ -92,7 +92,8 @@ def test_login_cookie_is_httponly_strict_and_never_the_token(make_client: MakeCl
     derived session value, not the token."""
     response = _admin(make_client).post("/admin/login", data={"token": TOKEN}, follow_redirects=False)
     cookie = response.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/admin" in cookie
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert "Path=" not in cookie  # the default: this URL's folder, /admin, under any prefix
     assert "Secure" not in cookie  # plain http here; see the https test
     value = response.cookies[COOKIE]
     assert TOKEN not in value and TOKEN.encode().hex() not in value
@@ -111,6 +112,9 @@ def test_forged_or_tampered_session_cookie_is_refused(make_client: MakeClient) -
     client = _admin(make_client)
     client.cookies.set(COOKIE, f"{int(time.time())}.abcd.{'0' * 64}", path="/admin")
     assert client.get("/admin").status_code == 401
+    client.cookies.clear()
+    odd = f"{COOKIE}=\u00b2\u00b3.ab.\u00e9\u00e9".encode("latin-1")
+    assert client.get("/admin", headers={"cookie": odd}).status_code == 401  # not a 500
     other = _admin(make_client)
     _login(other)
     issued, nonce, signature = other.cookies[COOKIE].split(".")
@@ -149,7 +153,7 @@ def test_csrf_of_another_session_is_refused(make_client: MakeClient) -> None:
 def test_actions_without_any_credentials_are_401(make_client: MakeClient) -> None:
     """No cookie and no header: every state-changing route is refused."""
     client = _admin(make_client)
-    for path in ("/admin/kill-switch", "/admin/dead-letters/retry", "/admin/logout"):
+    for path in ("/admin/kill-switch", "/admin/retry", "/admin/logout"):
         assert client.post(path, data={"state": "on"}).status_code == 401
     assert _kill_switch(client) is None
 
@@ -199,9 +203,7 @@ def test_dead_letter_retry_sends_it_back_to_the_outbox(make_client: MakeClient) 
     csrf = _login(client)
     assert client.post("/trigger").status_code == 202
     item = _wait_for_dead_letter(client)
-    response = client.post(
-        "/admin/dead-letters/retry", data={"item": item, "csrf": csrf}, follow_redirects=False
-    )
+    response = client.post("/admin/retry", data={"item": item, "csrf": csrf}, follow_redirects=False)
     assert response.status_code == 303
     retry = [d for d in _audit(client) if d.get("action") == "dlq_retry"]
     assert retry and retry[0]["item"] == item and retry[0]["count"] == 1
@@ -213,7 +215,7 @@ def test_every_admin_action_is_audited(make_client: MakeClient) -> None:
     csrf = _login(client)
     for data in ({"state": "on", "reason": "r"}, {"state": "off"}):
         client.post("/admin/kill-switch", data={**data, "csrf": csrf}, follow_redirects=False)
-    client.post("/admin/dead-letters/retry", data={"csrf": csrf}, follow_redirects=False)
+    client.post("/admin/retry", data={"csrf": csrf}, follow_redirects=False)
     client.post("/admin/logout", data={"csrf": csrf}, follow_redirects=False)
     docs = [d for d in _audit(client) if d["event"] == "admin"]
     assert sorted(d["action"] for d in docs) == sorted(
@@ -221,6 +223,19 @@ def test_every_admin_action_is_audited(make_client: MakeClient) -> None:
     )
     assert all(d["via"] == "web" and d["at"] > 0 for d in docs)
     assert client.get("/admin").status_code == 401  # signed out
+
+
+def test_admin_urls_are_relative_so_a_path_prefix_works(make_client: MakeClient) -> None:
+    """The sign-in page, the refusal pages below /admin/ and the dashboard use relative
+    URLs (``../`` below /admin/), so the view works behind an API Gateway stage."""
+    client = _admin(make_client)
+    refused = client.post("/admin/login", data={"token": "nope"})
+    assert 'action="../admin/login"' in refused.text and 'href="../static/page.css"' in refused.text
+    _login(client)
+    pages = [client.get("/admin").text, client.get("/admin", headers=BEARER).text, refused.text]
+    assert 'action="admin/kill-switch"' in pages[0]
+    for html in pages:
+        assert not re.search(r'(src|href|action)="/', html)
 
 
 def test_dashboard_lists_triggers_with_filters(make_client: MakeClient) -> None:

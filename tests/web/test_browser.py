@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from playwright.sync_api import BrowserContext, Playwright, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_playwright
 
 from tests.servers.app import AppServer, start_app
 from tests.servers.webhook import WebhookServer, webhook_server
@@ -245,6 +245,12 @@ def test_the_admin_view_refuses_without_the_token_and_works_with_it(
         _admin_session(server, hook, browser())
 
 
+def _submit(page: Page, button: str) -> None:
+    """Press a form's button and wait for the page the POST redirects to."""
+    with page.expect_navigation():
+        page.get_by_role("button", name=button).click()
+
+
 def _admin_session(server: AppServer, hook: WebhookServer, context: BrowserContext) -> None:
     assert httpx.get(f"{server.url}/admin", headers={"Authorization": "Bearer nope"}).status_code == 401
     page = context.new_page()
@@ -263,23 +269,24 @@ def _admin_session(server: AppServer, hook: WebhookServer, context: BrowserConte
     _wait(lambda: len(hook.rejected) >= 1)  # the alert failed once: now a dead letter
 
     page.get_by_label("Admin token").fill(ADMIN_TOKEN)
-    page.get_by_role("button", name="Sign in").click()
+    _submit(page, "Sign in")
     expect(page.locator("h1")).to_have_text("Operator view")
     expect(page.locator("table").first).to_contain_text(str(run_id))
     expect(page.locator("table").first).to_contain_text("accepted")
 
     page.get_by_label("Reason shown to visitors").fill("Operator pause for the browser test")
-    page.get_by_role("button", name="Pause triggers").click()
+    _submit(page, "Pause triggers")
     expect(page.locator("#kill-state")).to_contain_text("Operator pause for the browser test")
     public.reload()
     expect(public.locator("#paused")).to_contain_text("Operator pause for the browser test")
-    page.get_by_role("button", name="Resume triggers").click()
+    _submit(page, "Resume triggers")
     expect(page.locator("#kill-state")).to_contain_text("Off")
 
     page.reload()
     expect(page.get_by_role("button", name="Retry all")).to_be_visible()
+    dead_id = page.locator("input[name='item']").first.get_attribute("value")
     hook.always_fail_paths.clear()
-    page.locator("form[action='/admin/dead-letters/retry'] button").first.click()
+    _submit(page, f"Retry {dead_id}")
     _wait(lambda: len(hook.received) >= 1)
     assert hook.received[0].json()["event"] == "accepted"
     page.reload()

@@ -51,9 +51,19 @@ def test_page_carries_strict_security_headers(make_client: MakeClient) -> None:
 def test_page_has_no_inline_script_style_or_third_party_assets(make_client: MakeClient) -> None:
     """Every script and stylesheet is a same-origin file; no inline code the CSP would block."""
     html = make_client(params={"branch": {}}).get("/").text
-    assert re.findall(r"<script[^>]*>", html) == ['<script src="/static/page.js" defer>']
+    assert re.findall(r"<script[^>]*>", html) == ['<script src="static/page.js" defer>']
     assert not re.search(r"\son[a-z]+=|\sstyle=|<style", html)
     assert not re.search(r'(src|href)="(https?:)?//', html)
+
+
+def test_page_urls_are_relative_so_a_path_prefix_works(make_client: MakeClient) -> None:
+    """No URL starts with "/": behind an API Gateway stage (/api/) the page still finds
+    its files, the form's target and the result page's way back."""
+    client = make_client()
+    for html in (client.get("/").text, client.post("/trigger", content=b"", headers=FORM).text):
+        assert not re.search(r'(src|href|action)="/', html)
+    js = client.get("/static/page.js").text
+    assert not re.search(r"""(fetch|getJson)\([`"']/""", js)
 
 
 def test_static_files_are_served_from_the_package(make_client: MakeClient) -> None:
@@ -90,7 +100,7 @@ def test_form_post_from_a_browser_gets_a_result_page(make_client: MakeClient) ->
     assert response.status_code == 202
     assert response.headers["content-type"].startswith("text/html")
     assert "<h1>Your run has started</h1>" in response.text
-    assert '<a class="button" href="/">Back to Deploy</a>' in response.text
+    assert '<a class="button" href="./">Back to Deploy</a>' in response.text
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
     assert client.get("/quota").json()["remaining"] == 2
 

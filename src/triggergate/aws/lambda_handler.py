@@ -49,8 +49,7 @@ class LambdaApp:
         self._opened = False
 
     def run(self, work: Awaitable[T]) -> T:
-        """Run a coroutine on this process's loop (Mangum uses the same one)."""
-        asyncio.set_event_loop(self.loop)
+        """Run a coroutine on this process's loop, opening the store on first use."""
         if not self._opened:
             self.loop.run_until_complete(self.service.store.open())
             self._opened = True
@@ -70,8 +69,16 @@ class LambdaApp:
         self.loop.close()
 
     def http(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        self.run(asyncio.sleep(0))  # opens the store once, sets the loop for Mangum
-        response: dict[str, Any] = self.adapter(event, context)
+        from mangum.protocols.http import HTTPCycle
+
+        # Mangum's own __call__ runs on asyncio.get_event_loop(), a process-global; driving
+        # its cycle on our loop keeps one loop per process without touching that global.
+        request = self.adapter.infer(event, context)
+        cycle = HTTPCycle(request.scope, request.body)
+        self.run(cycle.run(self.app))
+        response: dict[str, Any] = request(
+            {"status": cycle.status, "headers": cycle.headers, "body": cycle.body}
+        )
         if _method(event) not in ("GET", "HEAD", "OPTIONS") and response.get("statusCode") != 429:
             self.run(self.deliver())
         return response

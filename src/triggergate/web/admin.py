@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from triggergate.audit import audit_record
+from triggergate.clock import Clock
 from triggergate.errors import RequestError, StoreError
 from triggergate.gate import KILL_SWITCH
 from triggergate.models import TriggerRequest
@@ -36,6 +38,7 @@ log = logging.getLogger("triggergate.admin")
 COOKIE = "triggergate_admin"
 SESSION_SECONDS = 12 * 3600
 MAX_FORM = 4096
+UP = "../"  # from /admin/<name> to the app's root
 ADMIN_HEADERS = {
     "Cache-Control": "no-store",
     "Pragma": "no-cache",
@@ -52,7 +55,7 @@ ADMIN_HEADERS = {
 class AdminAuth:
     """Checks the token and issues and verifies sessions and CSRF tokens derived from it."""
 
-    def __init__(self, token: str, now: Any) -> None:
+    def __init__(self, token: str, now: Clock) -> None:
         self._token = token.encode()
         # Sessions are signed with a key derived from the token: rotating the token
         # ends every session, and a leaked cookie never reveals the token.
@@ -72,11 +75,12 @@ class AdminAuth:
     def session_ok(self, value: str) -> bool:
         issued, _, rest = value.partition(".")
         nonce, _, signature = rest.partition(".")
-        if not (issued.isdigit() and nonce and signature):
+        stamp = _number(issued)
+        if stamp is None or not nonce or not signature:
             return False
-        age = self._now() - int(issued)
-        fresh = -60 <= age <= SESSION_SECONDS
-        good = hmac.compare_digest(signature, self._sign(f"session|{issued}.{nonce}"))
+        fresh = -60 <= self._now() - stamp <= SESSION_SECONDS
+        expected = self._sign(f"session|{issued}.{nonce}").encode()
+        good = hmac.compare_digest(signature.encode(), expected)
         return good and fresh
 
     def csrf(self, session: str) -> str:
@@ -94,19 +98,29 @@ class AdminAuth:
         return value if value and self.session_ok(value) else None
 
 
+class _Invalid(Exception):
+    """A form value the operator should correct; the message is ours."""
+
+
+def _number(text: str) -> int | None:
+    return int(text) if re.fullmatch(r"[0-9]{1,12}", text) else None
+
+
 def _html(body: str, status: int = 200, **headers: str) -> HTMLResponse:
     return HTMLResponse(body, status, headers={**ADMIN_HEADERS, **headers})
 
 
 def _back() -> RedirectResponse:
-    return RedirectResponse("/admin", 303, headers=ADMIN_HEADERS)
+    # Every POST route is /admin/<name>: relative links keep working behind a path
+    # prefix the app cannot see (an API Gateway stage), so "../" is the app's root.
+    return RedirectResponse("../admin", 303, headers=ADMIN_HEADERS)
 
 
 async def _form(request: Request) -> dict[str, str]:
     """The posted form (small, urlencoded only); anything else reads as empty."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    declared = request.headers.get("content-length", "")
-    if ctype != FORM_TYPE or not declared.isdigit() or int(declared) > MAX_FORM:
+    declared = _number(request.headers.get("content-length", ""))
+    if ctype != FORM_TYPE or declared is None or declared > MAX_FORM:
         return {}
     try:
         text = (await request.body()).decode("utf-8")
@@ -136,8 +150,9 @@ def admin_routes(settings: Settings, svc: Service) -> list[BaseRoute]:
         except RequestError:
             return peer
 
-    def refuse(problem: str = "") -> HTMLResponse:
-        return _html(login_page(problem), 401, **{"WWW-Authenticate": 'Bearer realm="admin"'})
+    def refuse(problem: str = "", root: str = UP) -> HTMLResponse:
+        page = login_page(problem, root)
+        return _html(page, 401, **{"WWW-Authenticate": 'Bearer realm="admin"'})
 
     async def audit(request: Request, action: str, **fields: Any) -> None:
         record = audit_record(
@@ -154,12 +169,12 @@ def admin_routes(settings: Settings, svc: Service) -> list[BaseRoute]:
     async def home(request: Request) -> Response:
         session = auth.session(request)
         if session is None and not auth.bearer_ok(request):
-            return refuse()
+            return refuse(root="")
         csrf = auth.csrf(session) if session else ""
         try:
             html = await dashboard(settings, svc, Filters.of(request.query_params), csrf)
         except StoreError:
-            return _html(unavailable_page(), 503, **{"Retry-After": "5"})
+            return _html(unavailable_page(""), 503, **{"Retry-After": "5"})
         return _html(html)
 
     async def login(request: Request) -> Response:
@@ -171,13 +186,13 @@ def admin_routes(settings: Settings, svc: Service) -> list[BaseRoute]:
         try:
             await audit(request, "login")
         except StoreError:
-            return _html(unavailable_page(), 503, **{"Retry-After": "5"})
+            return _html(unavailable_page(UP), 503, **{"Retry-After": "5"})
         response = _back()
         response.set_cookie(
             COOKIE,
             auth.new_session(),
             max_age=SESSION_SECONDS,
-            path="/admin",
+            path=None,  # the default path is this URL's folder: /admin, under any prefix
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
@@ -195,13 +210,13 @@ def admin_routes(settings: Settings, svc: Service) -> list[BaseRoute]:
                     return refuse()
                 if not auth.csrf_ok(session, form.get("csrf", "")):
                     log.warning("admin form without a valid CSRF field", extra={"client": who(request)})
-                    return _html(login_page("The form expired; reload the page and try again."), 403)
+                    return _html(login_page("The form expired; reload the page and try again.", UP), 403)
             try:
                 await job(request, form)
             except StoreError:
-                return _html(unavailable_page(), 503, **{"Retry-After": "5"})
-            except ValueError as exc:
-                return _html(login_page(str(exc)), 400)
+                return _html(unavailable_page(UP), 503, **{"Retry-After": "5"})
+            except _Invalid as exc:
+                return _html(login_page(str(exc), UP), 400)
             return _back()
 
         return endpoint
@@ -212,10 +227,9 @@ def admin_routes(settings: Settings, svc: Service) -> list[BaseRoute]:
     async def kill_switch(request: Request, form: dict[str, str]) -> None:
         state = form.get("state")
         if state not in ("on", "off"):
-            raise ValueError("Choose on or off for the kill switch.")
+            raise _Invalid("Choose on or off for the kill switch.")
         reason = form.get("reason", "").strip()[:200] or "triggers are paused by the operator"
-        retry = form.get("retry_after", "600").strip()
-        retry_after = min(max(int(retry), 1), 86400) if retry.isdigit() else 600
+        retry_after = min(max(_number(form.get("retry_after", "").strip()) or 600, 1), 86400)
         if state == "on":
             flag = {"at": svc.clock(), "reason": reason, "retry_after": retry_after}
             await svc.store.apply(Batch(records=[Record(*KILL_SWITCH, flag)]))
@@ -233,7 +247,7 @@ def admin_routes(settings: Settings, svc: Service) -> list[BaseRoute]:
     async def signed_out(request: Request) -> Response:
         response = await action(logout)(request)
         if response.status_code == 303:
-            response.delete_cookie(COOKIE, path="/admin")
+            response.set_cookie(COOKIE, "", max_age=0, path=None, httponly=True, samesite="strict")
         return response
 
     return [
@@ -241,5 +255,5 @@ def admin_routes(settings: Settings, svc: Service) -> list[BaseRoute]:
         Route("/admin/login", login, methods=["POST"]),
         Route("/admin/logout", signed_out, methods=["POST"]),
         Route("/admin/kill-switch", action(kill_switch), methods=["POST"]),
-        Route("/admin/dead-letters/retry", action(retry), methods=["POST"]),
+        Route("/admin/retry", action(retry), methods=["POST"]),
     ]

@@ -62,14 +62,15 @@ class Filters:
         return not c or c in (doc.get("client_key"), doc.get("client")) or c in doc.get("top", {})
 
 
-def _layout(title: str, body: str) -> str:
+def _layout(title: str, body: str, root: str = "") -> str:
+    """``root`` leads from the page's URL to the app's root (``../`` below /admin/)."""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
 <title>{escape(title)}</title>
-<link rel="stylesheet" href="/static/page.css">
-<link rel="icon" href="/static/icon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="{root}static/page.css">
+<link rel="icon" href="{root}static/icon.svg" type="image/svg+xml">
 </head><body>
 <main class="card wide">
 {body}
@@ -78,27 +79,29 @@ def _layout(title: str, body: str) -> str:
 """
 
 
-def login_page(problem: str = "") -> str:
+def login_page(problem: str = "", root: str = "") -> str:
     """The sign-in form; ``problem`` is our own short text."""
     note = f'<p class="message error" role="alert">{escape(problem)}</p>' if problem else ""
     return _layout(
         "Operator sign-in",
         f"""<h1>Operator sign-in</h1>
 {note}
-<form method="post" action="/admin/login">
+<form method="post" action="{root}admin/login">
 <input type="text" name="username" value="operator" autocomplete="username" hidden>
 <div class="field"><label for="token">Admin token</label>
 <input id="token" name="token" type="password" autocomplete="current-password" required></div>
 <button type="submit">Sign in</button>
 </form>""",
+        root,
     )
 
 
-def unavailable_page() -> str:
+def unavailable_page(root: str = "") -> str:
     return _layout(
         "Unavailable",
         '<h1>Store unavailable</h1><p class="message error">The store did not answer. '
-        'Try again shortly.</p><p><a href="/admin">Reload</a></p>',
+        f'Try again shortly.</p><p><a href="{root}admin">Reload</a></p>',
+        root,
     )
 
 
@@ -124,11 +127,11 @@ async def _kill_switch(svc: Service, csrf: str) -> str:
         since = iso(float(flag.get("at", 0)))
         return f"""<p class="notice paused" id="kill-state"><strong>On</strong> since {since}:
 {escape(str(flag.get("reason", "")))}</p>
-<form method="post" action="/admin/kill-switch">{_csrf(csrf)}
+<form method="post" action="admin/kill-switch">{_csrf(csrf)}
 <input type="hidden" name="state" value="off">
 <button type="submit" id="kill-off">Resume triggers</button></form>"""
     return f"""<p id="kill-state"><strong>Off</strong>: triggers are accepted.</p>
-<form method="post" action="/admin/kill-switch" class="row">{_csrf(csrf)}
+<form method="post" action="admin/kill-switch" class="row">{_csrf(csrf)}
 <input type="hidden" name="state" value="on">
 <div class="field"><label for="reason">Reason shown to visitors</label>
 <input id="reason" name="reason" maxlength="200" required></div>
@@ -154,7 +157,7 @@ def _filters(f: Filters) -> str:
         for o in ("", *OUTCOMES)
     )
     problem = f'<p class="message warn">{escape(f.problem)}</p>' if f.problem else ""
-    return f"""{problem}<form method="get" action="/admin" class="filters" aria-label="Filters">
+    return f"""{problem}<form method="get" action="admin" class="filters" aria-label="Filters">
 <div class="field"><label for="f-outcome">Outcome</label>
 <select id="f-outcome" name="outcome">{options}</select></div>
 <div class="field"><label for="f-client">Client key</label>
@@ -202,13 +205,13 @@ async def _dead_letters(svc: Service, csrf: str) -> str:
     rows = [
         [f"<code>{escape(i.id)}</code>", escape(i.target), str(i.attempts), _cell(i.error),
          _cell(i.payload.get("subject")),
-         f'<form method="post" action="/admin/dead-letters/retry" class="inline">{_csrf(csrf)}'
+         f'<form method="post" action="admin/retry" class="inline">{_csrf(csrf)}'
          f'<input type="hidden" name="item" value="{escape(i.id)}">'
          f'<button type="submit" class="secondary" aria-label="Retry {escape(i.id)}">Retry</button></form>']
         for i in items
     ]  # fmt: skip
     retry_all = (
-        f'<form method="post" action="/admin/dead-letters/retry">{_csrf(csrf)}'
+        f'<form method="post" action="admin/retry">{_csrf(csrf)}'
         '<button type="submit" class="secondary">Retry all</button></form>'
         if items
         else ""
@@ -224,7 +227,7 @@ async def dashboard(settings: Settings, svc: Service, filters: Filters, csrf: st
     docs = await svc.store.query("audit", since=since, until=now + 1, limit=5000)
     docs = [d for d in docs if filters.keep(d)]
     logout = (
-        f'<form method="post" action="/admin/logout" class="inline">{_csrf(csrf)}'
+        f'<form method="post" action="admin/logout" class="inline">{_csrf(csrf)}'
         '<button type="submit" class="secondary">Sign out</button></form>'
         if csrf
         else ""

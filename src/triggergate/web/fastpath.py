@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +26,9 @@ from triggergate.web.page import FORM_TYPE, form_payload, prefers_html
 
 MAX_BODY = 4096  # the route's limit; a longer body falls through so the route says 413
 _JSON = "application/json"
+# JSONResponse's exact rendering; one encoder, not one per response as json.dumps(**options) makes.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+_COUNTERS: dict[str, Any] = {}  # decision -> its metric child: labels() takes a lock each call
 
 
 class FastDeny:
@@ -47,7 +51,11 @@ class FastDeny:
             await self.app(scope, _replay(seen, receive), send)
             return
         await _send(send, outcome)
-        DECISIONS.labels(outcome.body.get("error", "")).inc()
+        code = str(outcome.body.get("error", ""))
+        counter = _COUNTERS.get(code)
+        if counter is None:
+            counter = _COUNTERS[code] = DECISIONS.labels(code)
+        counter.inc()
         LATENCY.observe(time.perf_counter() - started)
 
     async def _decide(
@@ -125,9 +133,7 @@ def _replay(seen: list[Message], receive: Receive) -> Receive:
 
 async def _send(send: Send, outcome: Outcome) -> None:
     """The same bytes and headers the route and ``RequestIdMiddleware`` would send."""
-    body = json.dumps(
-        outcome.body, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")
+    body = _ENCODER.encode(outcome.body).encode("utf-8")
     raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in outcome.headers.items()]
     raw.append((b"content-length", str(len(body)).encode("latin-1")))
     raw.append((b"content-type", b"application/json"))

@@ -1,8 +1,10 @@
-"""The public page (``GET /``) and the result page a form POST gets without JavaScript.
+"""The public page (``GET /``), its static files, and the helpers the trigger route uses
+for the page's form (reading it, and whether the caller wants HTML back).
 
 Everything is rendered here, escaped, from the package: the page's behaviour
 lives in ``static/page.js`` (no inline script, so the CSP can forbid it) and
-the page is complete without it.
+the page is complete without it. URLs are relative, so the page also works
+below a path prefix the app cannot see (an API Gateway stage).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ UNITS = ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
 
 
 class Static(StaticFiles):
-    """The package's static files, with the same no-sniff and no-referrer headers."""
+    """The package's static files, marked no-sniff and cacheable for five minutes."""
 
     def __init__(self) -> None:
         super().__init__(directory=STATIC_DIR)
@@ -117,18 +119,18 @@ def form_payload(body: bytes) -> dict[str, Any] | None:
 
 
 def layout(title: str, body: str, *, script: bool) -> str:
-    js = '\n<script src="/static/page.js" defer></script>' if script else ""
+    js = '\n<script src="static/page.js" defer></script>' if script else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)}</title>
-<link rel="stylesheet" href="/static/page.css">
-<link rel="icon" href="/static/icon.svg" type="image/svg+xml">{js}
+<link rel="stylesheet" href="static/page.css">
+<link rel="icon" href="static/icon.svg" type="image/svg+xml">{js}
 </head><body>
 <main class="card">
 {body}
 </main>
-<footer><a href="/openapi.json">API</a> · served by triggergate</footer>
+<footer><a href="openapi.json">API</a> · served by triggergate</footer>
 </body></html>
 """
 
@@ -166,7 +168,8 @@ def quota_text(outcome: Outcome | None) -> str:
     next_at = body.get("next_slot_at")
     when = time_html(datetime.fromisoformat(next_at).timestamp()) if next_at else ""
     if remaining == 0:
-        return f"You have used all your triggers ({escape(limits)}). You can press again {when}."
+        again = when or "later"
+        return f"You have used all your triggers ({escape(limits)}). You can press again {again}."
     text = f"You can press <strong>{remaining}</strong> more time{'s' if remaining > 1 else ''}"
     text += f" (limit {escape(limits)})."
     if when:
@@ -190,7 +193,7 @@ def render_page(
 <p class="lead">{escape(settings.description)}</p>
 </header>
 {banner}
-<form id="trigger" method="post" action="/trigger">
+<form id="trigger" method="post" action="trigger">
 {fields}
 <button type="submit" id="deploy">Deploy</button>
 </form>

@@ -35,7 +35,7 @@ def result_text(outcome: Outcome, now: float) -> tuple[str, str]:
                 f"Run <code>{run}</code> was already on its way; your press joined it.{link}",
             )
         state = escape(str(body.get("status")))
-        status_link = f' Its status: <a href="/runs/{run}">/runs/{run}</a> (JSON).'
+        status_link = f' Its status: <a href="runs/{run}">runs/{run}</a> (JSON).'
         return "Your run has started", f"Run <code>{run}</code> is {state}.{link}{status_link}"
     if code == "quota_exhausted":
         return "You have used all your triggers", f"You can press again {when}."
@@ -60,6 +60,6 @@ def result_response(settings: Settings, outcome: Outcome) -> HTMLResponse:
     body = f"""<h1>{escape(heading)}</h1>
 <p class="message result" data-status="{outcome.status}">{message}</p>
 {ref}
-<p><a class="button" href="/">Back to {escape(settings.title)}</a></p>"""
+<p><a class="button" href="./">Back to {escape(settings.title)}</a></p>"""
     headers = {**outcome.headers, **SECURITY_HEADERS, "Cache-Control": "no-store"}
     return HTMLResponse(layout(heading, body, script=False), outcome.status, headers=headers)

@@ -89,7 +89,7 @@
 
   async function refreshQuota() {
     try {
-      const { response, body } = await getJson("/quota");
+      const { response, body } = await getJson("quota");
       if (response.ok) showQuota(body);
     } catch (_) { /* keep what is shown */ }
   }
@@ -143,7 +143,7 @@
     while (!FINAL.has(run.state) && Date.now() < deadline) {
       await sleep(delay);
       try {
-        const { response, body } = await getJson(`/runs/${encodeURIComponent(run.id)}`);
+        const { response, body } = await getJson(`runs/${encodeURIComponent(run.id)}`);
         if (response.status === 404) { update(run, "unknown"); return; }
         if (response.ok && typeof body.status === "string") {
           update(run, body.status, body.url);
@@ -227,7 +227,7 @@
     const headers = { Accept: "application/json" };
     if (body) headers["Content-Type"] = "application/json";
     try {
-      const response = await fetch("/trigger", { method: "POST", headers, body, cache: "no-store" });
+      const response = await fetch("trigger", { method: "POST", headers, body, cache: "no-store" });
       let data = {};
       try { data = await response.json(); } catch (_) { data = {}; }
       if (response.status === 202 && data.run_id) {
