@@ -44,7 +44,7 @@ bench: setup system-deps node-deps
 	$(PY) -m bench.run
 
 deploy-aws:
-	cd deploy/aws && sam build && sam deploy --guided
+	cd deploy/aws && sam build --build-in-source && sam deploy --guided
 
 clean:
 	rm -rf $(VENV) node_modules triggergate.db* triggergate-state

@@ -15,13 +15,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-# Keep in step with triggergate.cli.serve (h11 since it bounds request heads).
+from triggergate.web.limits import BoundedHttpTools
+
+# Keep in step with triggergate.cli.serve: the same HTTP protocol class and options.
 SERVER_OPTIONS: dict[str, Any] = {
     "workers": 1,
     "server_header": False,
     "proxy_headers": False,
-    "http": "h11",
-    "h11_max_incomplete_event_size": 65536,
+    "http": BoundedHttpTools,
     "access_log": False,
     "log_config": None,
 }

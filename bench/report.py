@@ -89,8 +89,8 @@ def render(results: dict[str, Any], plot: str | None = None) -> str:
         "## Requests per second (medians)",
         "",
         "| configuration | req/s | each repetition | ratio to ceiling | server CPU µs/request "
-        "| RSS growth in a run | responses as expected |",
-        "|---|---:|---|---:|---:|---:|---|",
+        "| RSS growth in a run | answers as expected | socket errors/timeouts |",
+        "|---|---:|---|---:|---:|---:|---|---:|",
     ]
     ceiling = _find(results["summary"], "ceiling", s["small_pool"])
     for row in results["summary"]:
@@ -98,7 +98,7 @@ def render(results: dict[str, Any], plot: str | None = None) -> str:
         lines.append(
             f"| {row['label']} | {row['rps']:,.0f} | {', '.join(f'{x:,}' for x in row['rps_all'])} | {ratio} "
             f"| {row['cpu_us']:.0f} | {row['rss_growth_kib'] / 1024:.1f} MB "
-            f"| {'yes' if row['all_expected'] else 'NO'} |"
+            f"| {'yes' if row['all_expected'] else 'NO'} | {row.get('errors', 0)} |"
         )
     if plot:
         lines += ["", f"![requests per second per configuration]({plot})"]

@@ -60,21 +60,23 @@ def validate_params(
     The body may be ``{"params": {...}}``; a top-level ``ref`` is a shorthand
     for the ``ref`` parameter, which must be allow-listed like any other.
     """
-    given: dict[str, Any] = {}
+    given: list[tuple[str, Any]] = []
     if payload is not None:
         if not isinstance(payload, Mapping):
             raise RequestError(400, "bad_body", "the body must be a JSON object")
         unknown = set(payload) - {"ref", "params"}
         if unknown:
             raise RequestError(400, "bad_body", "only 'ref' and 'params' are accepted in the body")
-        raw = payload.get("params") or {}
+        raw = payload.get("params")
+        raw = {} if raw is None else raw  # not `or {}`: [], "" and 0 are not objects
         if not isinstance(raw, Mapping):
             raise RequestError(400, "bad_body", "'params' must be a JSON object")
-        given = dict(raw)
+        given = list(raw.items())
         if payload.get("ref") is not None:
-            given["ref"] = payload["ref"]
+            # Checked like params.ref (both must be valid); the top-level one wins.
+            given.append(("ref", payload["ref"]))
     result: dict[str, str] = {}
-    for name, value in given.items():
+    for name, value in given:
         spec = specs.get(name)
         if spec is None:
             raise RequestError(400, "unknown_parameter", "a parameter is not allowed by this gate")

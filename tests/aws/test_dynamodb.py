@@ -77,7 +77,7 @@ async def test_table_has_ttl_enabled_on_the_attribute_the_code_writes(
     """create_table enables TTL on the store's TTL attribute name."""
     described = _client(moto).describe_time_to_live(TableName="gate")["TimeToLiveDescription"]
     assert described["TimeToLiveStatus"] == "ENABLED"
-    assert described["AttributeName"] == TTL_ATTRIBUTE == store.codec.ttl
+    assert described["AttributeName"] == TTL_ATTRIBUTE == store.ttl_attribute
 
 
 async def test_quota_item_carries_ttl_when_its_newest_event_leaves_the_window(

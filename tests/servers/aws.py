@@ -32,7 +32,7 @@ FAKE_ENV = {
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     "AWS_EC2_METADATA_DISABLED": "true",
 }
-DYNALITE = Path(__file__).resolve().parents[2] / ".tmp" / "node" / "node_modules" / ".bin" / "dynalite"
+DYNALITE = Path(__file__).resolve().parents[2] / "node_modules" / ".bin" / "dynalite"
 
 
 @contextmanager
@@ -77,7 +77,7 @@ def dynalite_server() -> Iterator[str]:
     """A dynalite process (in-memory LevelDB) on 127.0.0.1, stopped by its PID."""
     node = shutil.which("node")
     if node is None or not DYNALITE.exists():
-        pytest.fail(f"dynalite is missing: npm install --prefix {DYNALITE.parents[2]} dynalite")
+        pytest.fail(f"dynalite is missing: run `npm ci` in {DYNALITE.parents[2]} (make test does)")
     port = _free_port()
     proc = subprocess.Popen(
         [

@@ -51,6 +51,14 @@ def parse_url(url: str, ctx: Context, key: str, allowed: Iterable[str] = ()) -> 
     return AwsUrl(parts.netloc + parts.path, region, endpoint, query)
 
 
+def error_code(exc: BaseException) -> str:
+    """A short, non-secret name for a failure: the AWS error code, never its message."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code") or "error")
+    return type(exc).__name__
+
+
 def make_client(service: str, where: AwsUrl, *, timeout: float, attempts: int, pool: int = 10) -> Any:
     """A boto3 client with short timeouts and ``attempts`` tries in all (botocore's own retries).
 

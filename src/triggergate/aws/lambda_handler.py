@@ -6,9 +6,10 @@ for REST API (v1) and HTTP API (v2) proxy events. The client is API Gateway's
 configured, a client-sent ``X-Forwarded-For`` changes nothing.
 
 Lambda freezes a process between invocations, so nothing runs in the
-background: the app is built once per process on first use, with Mangum's
-lifespan off (it would open and close the store and start and stop the loops
-on every request). After a request that may have queued alerts (anything but
+background: the app is built once per process on first use and served through
+Mangum's API Gateway handlers on one event loop, without the ASGI lifespan
+(Mangum would open and close the store and start and stop the loops on every
+request). After a request that may have queued alerts (anything but
 a read or a 429), this request's alerts are delivered before returning. The
 periodic work (reconcile stale reservations, retry alerts, sweep) runs on a
 schedule through ``events_handler``, which also records CodePipeline outcomes.
@@ -40,11 +41,14 @@ class LambdaApp:
     """One ASGI app, its service and one event loop, reused by every invocation of a process."""
 
     def __init__(self, app: Starlette) -> None:
-        from mangum import Mangum  # lazily: only Lambda needs it
+        from mangum.adapter import DEFAULT_TEXT_MIME_TYPES  # lazily: only Lambda needs Mangum
+        from mangum.types import LambdaConfig
 
         self.app = app
         self.service: Service = app.state.service
-        self.adapter = Mangum(app, lifespan="off")
+        self.config = LambdaConfig(
+            api_gateway_base_path="/", text_mime_types=list(DEFAULT_TEXT_MIME_TYPES), exclude_headers=[]
+        )
         self.loop = asyncio.new_event_loop()
         self._opened = False
 
@@ -69,11 +73,15 @@ class LambdaApp:
         self.loop.close()
 
     def http(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        from mangum.handlers import APIGateway, HTTPGateway
         from mangum.protocols.http import HTTPCycle
 
-        # Mangum's own __call__ runs on asyncio.get_event_loop(), a process-global; driving
-        # its cycle on our loop keeps one loop per process without touching that global.
-        request = self.adapter.infer(event, context)
+        # Mangum's own adapter runs on asyncio.get_event_loop(), a process-global it creates
+        # and never closes; its event handlers and HTTP cycle on our one loop do the same job.
+        kind = next((h for h in (HTTPGateway, APIGateway) if h.infer(event, context, self.config)), None)
+        if kind is None:
+            raise ValueError("not an API Gateway proxy event (REST v1 or HTTP API v2)")
+        request = kind(event, context, self.config)
         cycle = HTTPCycle(request.scope, request.body)
         self.run(cycle.run(self.app))
         response: dict[str, Any] = request(

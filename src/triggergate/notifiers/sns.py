@@ -14,7 +14,7 @@ import re
 import threading
 from typing import TYPE_CHECKING, Any
 
-from triggergate.aws.clients import AwsUrl, make_client, parse_url
+from triggergate.aws.clients import AwsUrl, error_code, make_client, parse_url
 from triggergate.errors import ConfigurationError, NotifyError
 from triggergate.notifiers.base import Alert, Notifier
 from triggergate.registry import Context
@@ -87,5 +87,4 @@ class SNSNotifier(Notifier):
                 MessageAttributes=message_attributes(alert),
             )
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
-            raise NotifyError(f"sns: publish failed ({code})") from exc
+            raise NotifyError(f"sns: publish failed ({error_code(exc)})") from exc

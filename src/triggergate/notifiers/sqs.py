@@ -15,7 +15,7 @@ import re
 import threading
 from typing import TYPE_CHECKING
 
-from triggergate.aws.clients import AwsUrl, make_client, parse_url
+from triggergate.aws.clients import AwsUrl, error_code, make_client, parse_url
 from triggergate.errors import ConfigurationError, NotifyError
 from triggergate.notifiers.base import Alert, Notifier
 from triggergate.registry import Context
@@ -50,11 +50,7 @@ class SQSNotifier(Notifier):
         environ = {"AWS_REGION": match[1]} if match[1] else ctx.environ
         where = parse_url(url, Context(environ=environ), "dead_letter")
         # With a local endpoint the queue lives there; moto and AWS both accept the full URL.
-        base = (
-            where.endpoint_url.rstrip("/")
-            if where.endpoint_url
-            else f"https://{location.split('/')[0]}"
-        )
+        base = where.endpoint_url.rstrip("/") if where.endpoint_url else f"https://{location.split('/')[0]}"
         queue_url = f"{base}/{match[2]}/{match[3]}"
         return cls(AwsUrl(location, where.region, where.endpoint_url, where.query), queue_url)
 
@@ -74,5 +70,4 @@ class SQSNotifier(Notifier):
                 MessageAttributes={"event": {"DataType": "String", "StringValue": alert.event}},
             )
         except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
-            raise NotifyError(f"sqs: send failed ({code})") from exc
+            raise NotifyError(f"sqs: send failed ({error_code(exc)})") from exc

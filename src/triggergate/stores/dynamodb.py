@@ -51,12 +51,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from triggergate.aws import dynamodb_schema as schema
-from triggergate.aws.clients import AwsUrl, make_client, parse_url
+from triggergate.aws.clients import AwsUrl, error_code, make_client, parse_url
 from triggergate.errors import ConfigurationError, StoreError
 from triggergate.quota import Check, Decision, Verdict, decide, evaluate
 from triggergate.registry import Context
 from triggergate.stores import dynamodb_items as items
 from triggergate.stores.base import Batch, Doc, OutboxItem, Record, Store
+from triggergate.stores.dynamodb_records import RecordItems
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -76,7 +77,9 @@ class DynamoDBStore(Store):
         self.where, self.table, self.timeout = where, where.location, timeout
         self.audit_table = where.query.get("audit_table") or None
         self.create = where.query.get("create_table", "").lower() in {"1", "true", "yes"}
-        self.codec = items.Codec(where.query.get("ttl_attribute") or schema.TTL_ATTRIBUTE)
+        self.ttl_attribute = where.query.get("ttl_attribute") or schema.TTL_ATTRIBUTE
+        self.quota = items.QuotaItems(self.ttl_attribute)
+        self.records = RecordItems(self.ttl_attribute)
         self._client: DynamoDBClient | None = None
         self._client_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="dynamodb")
@@ -124,7 +127,7 @@ class DynamoDBStore(Store):
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(f"dynamodb: {items.error_code(exc)}") from exc
+            raise StoreError(f"dynamodb: {error_code(exc)}") from exc
 
     def _table_of(self, kind: str) -> str:
         return self.audit_table if kind == "audit" and self.audit_table else self.table
@@ -132,9 +135,9 @@ class DynamoDBStore(Store):
     # -- quota -----------------------------------------------------------------------
 
     def _reserve(self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]) -> Decision:
-        db, codec = self.client, self.codec
+        db, quota = self.client, self.quota
         now = self.clock()
-        states = [codec.read_quota(db, self.table, c.key) for c in checks]
+        states = [quota.read_quota(db, self.table, c.key) for c in checks]
         decision = decide(checks, [s.times for s in states], now)
         if not decision.allowed:
             return decision
@@ -142,30 +145,28 @@ class DynamoDBStore(Store):
         added: list[str] = []
         for i, (check, state) in enumerate(zip(checks, states, strict=True)):
             for attempt in range(ATTEMPTS):
-                if codec.add_event(db, self.table, check, state, rid, now):
+                if quota.add_event(db, self.table, check, state, rid, now):
                     added.append(check.key)
                     break
                 _pause(attempt)
-                state = codec.read_quota(db, self.table, check.key)
+                state = quota.read_quota(db, self.table, check.key)
                 verdicts[i] = evaluate(check.key, state.times, check.limits, now)
                 if not verdicts[i].allowed:
                     for key in added:
-                        codec.remove_event(db, self.table, key, rid)
+                        quota.remove_event(db, self.table, key, rid)
                     return Decision(now, tuple(verdicts))
             else:
                 for key in added:
-                    codec.remove_event(db, self.table, key, rid)
+                    quota.remove_event(db, self.table, key, rid)
                 raise StoreError("dynamodb: too much contention on one quota key")
-        codec.put_ledger(db, self.table, rid, checks, ledger, now)
+        quota.put_ledger(db, self.table, rid, checks, ledger, now)
         return Decision(now, tuple(verdicts))
 
-    async def reserve(
-        self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]
-    ) -> Decision:
+    async def reserve(self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]) -> Decision:
         return await self._run(self._reserve, rid, checks, dict(ledger), budget=5.0)
 
     def _peek(self, checks: Sequence[Check]) -> Decision:
-        states = [self.codec.read_quota(self.client, self.table, c.key) for c in checks]
+        states = [self.quota.read_quota(self.client, self.table, c.key) for c in checks]
         return decide(checks, [s.times for s in states], self.clock())
 
     async def peek(self, checks: Sequence[Check]) -> Decision:
@@ -173,7 +174,7 @@ class DynamoDBStore(Store):
 
     async def pending(self, older_than: float) -> list[Doc]:
         found = await self._run(
-            self.codec.query_index,
+            self.quota.query_index,
             self.client,
             self.table,
             "pending",
@@ -185,70 +186,66 @@ class DynamoDBStore(Store):
         return [items.ledger_doc(item) for item in found if items.num(item["gsk"]) < older_than]
 
     async def reset(self, key: str) -> int:
-        return await self._run(self.codec.drop_quota, self.client, self.table, key)
+        return await self._run(self.quota.drop_quota, self.client, self.table, key)
 
     # -- records, outbox and settlement --------------------------------------------------
 
     def _apply(self, batch: Batch) -> None:
-        db, codec = self.client, self.codec
+        db, quota, records = self.client, self.quota, self.records
         if batch.settle:
-            codec.settle(db, self.table, batch.settle)
+            quota.settle(db, self.table, batch.settle)
         if batch.release:
-            for key in codec.refund(db, self.table, batch.release):
-                codec.remove_event(db, self.table, key, batch.release)
+            for key in quota.refund(db, self.table, batch.release):
+                quota.remove_event(db, self.table, key, batch.release)
         for record in batch.records:
-            db.put_item(TableName=self._table_of(record.kind), Item=codec.record_item(record))
+            db.put_item(TableName=self._table_of(record.kind), Item=records.record_item(record))
         for entry in batch.outbox:
-            db.put_item(TableName=self.table, Item=codec.outbox_item(entry, "outbox", entry.due))
+            db.put_item(TableName=self.table, Item=records.outbox_item(entry, "outbox", entry.due))
 
     async def apply(self, batch: Batch) -> None:
         await self._run(self._apply, batch, budget=3.0)
 
     async def put_new(self, record: Record) -> bool:
         table = self._table_of(record.kind)
-        return await self._run(self.codec.put_new, self.client, table, record, self.clock())
+        return await self._run(self.records.put_new, self.client, table, record, self.clock())
 
     async def get(self, kind: str, id: str) -> Doc | None:
         table = self._table_of(kind)
-        return await self._run(self.codec.get_record, self.client, table, kind, id, self.clock())
+        return await self._run(self.records.get_record, self.client, table, kind, id, self.clock())
 
     async def delete(self, kind: str, id: str) -> None:
         key = {schema.PK: {"S": items.record_pk(kind, id)}}
-        await self._run(
-            functools.partial(self.client.delete_item, TableName=self._table_of(kind), Key=key)
-        )
+        await self._run(functools.partial(self.client.delete_item, TableName=self._table_of(kind), Key=key))
 
     async def query(self, kind: str, *, since: float, until: float, limit: int) -> list[Doc]:
         table, now = self._table_of(kind), self.clock()
         found = await self._run(
-            self.codec.query_records, self.client, table, kind, since, until, limit, now, budget=3.0
+            self.records.query_records, self.client, table, kind, since, until, limit, now, budget=3.0
         )
         return found
 
     async def claim(self, now: float, lease: float, limit: int) -> list[OutboxItem]:
-        return await self._run(
-            self.codec.claim, self.client, self.table, now, lease, limit, budget=3.0
-        )
+        return await self._run(self.records.claim, self.client, self.table, now, lease, limit, budget=3.0)
 
     async def ack(self, item_id: str) -> None:
         key = {schema.PK: {"S": items.outbox_pk(item_id)}}
         await self._run(functools.partial(self.client.delete_item, TableName=self.table, Key=key))
 
     async def retry_later(self, item: OutboxItem) -> None:
-        await self._run(self.codec.retry_later, self.client, self.table, item)
+        await self._run(self.records.retry_later, self.client, self.table, item)
 
     async def bury(self, item: OutboxItem) -> None:
-        entry = self.codec.outbox_item(item, "dead", self.clock())
+        entry = self.records.outbox_item(item, "dead", self.clock())
         await self._run(functools.partial(self.client.put_item, TableName=self.table, Item=entry))
 
     async def dead(self, limit: int) -> list[OutboxItem]:
         found = await self._run(
-            self.codec.query_index, self.client, self.table, "dead", None, None, True, limit
+            self.quota.query_index, self.client, self.table, "dead", None, None, True, limit
         )
         return [items.outbox_entry(item) for item in found]
 
     async def revive(self, item_id: str | None) -> int:
-        return await self._run(self.codec.revive, self.client, self.table, item_id, budget=5.0)
+        return await self._run(self.records.revive, self.client, self.table, item_id, budget=5.0)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -262,16 +259,14 @@ class DynamoDBStore(Store):
         now, removed = self.clock(), 0
         for table in tables:
             removed += await self._run(
-                self.codec.sweep, self.client, table, now, limit - removed, budget=5.0
+                self.records.sweep, self.client, table, now, limit - removed, budget=5.0
             )
         return removed
 
     async def open(self) -> None:
         if self.create:
             for table in [self.table] + ([self.audit_table] if self.audit_table else []):
-                await self._run(
-                    schema.create_table, self.client, table, self.codec.ttl, budget=30.0
-                )
+                await self._run(schema.create_table, self.client, table, self.ttl_attribute, budget=30.0)
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -44,6 +44,15 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _form_field(schema: dict[str, Any]) -> dict[str, Any]:
+    """A form field: blank means "not given" and values are trimmed (page.form_payload)."""
+    blank = {"type": "string", "pattern": "^\\s*$"}
+    pattern = str(schema.get("pattern", ""))
+    if "enum" in schema or not (pattern.startswith("^") and pattern.endswith("$")):
+        return {"anyOf": [schema, blank]}
+    return {"type": "string", "pattern": f"^\\s*(?:{pattern[1:-1]})?\\s*$"}
+
+
 def openapi_document(settings: Settings) -> dict[str, Any]:
     params = {
         name: {
@@ -89,12 +98,16 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         "content": {
                             "application/json": {
                                 "schema": {
-                                    "type": "object",
+                                    "type": ["object", "null"],  # a JSON null body: no body
                                     "additionalProperties": False,
                                     "properties": {
-                                        "ref": {"type": "string"},
+                                        # null means "not given"; a string only when
+                                        # "ref" is an allow-listed parameter.
+                                        "ref": {**params["ref"], "type": ["string", "null"]}
+                                        if "ref" in params
+                                        else {"type": "null"},
                                         "params": {
-                                            "type": "object",
+                                            "type": ["object", "null"],
                                             "properties": params,
                                             "additionalProperties": False,
                                         },
@@ -106,7 +119,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                             FORM_TYPE: {
                                 "schema": {
                                     "type": "object",
-                                    "properties": params,
+                                    "properties": {k: _form_field(v) for k, v in params.items()},
                                     "additionalProperties": False,
                                 }
                             },
