@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             profiles = {}
             if args.profile > 0:
                 for config in plan:
-                    if config.server in ("tg-sqlite", "tg-redis") and config.pool == args.big_pool:
+                    if config.server in ("tg-sqlite", "tg-redis") and config.pool:
                         print(f"profiling {config.label}", flush=True)
                         profiles[config.label] = bench.profile(config, args.profile)
         finally:

@@ -173,3 +173,21 @@ def test_serve_refuses_an_unusable_store_with_exit_2(
     result = CliRunner().invoke(main, ["serve", "--port", "0"])
     assert result.exit_code == 2
     assert "store unavailable" in result.output
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("redis://:s3cret-pass@127.0.0.1:9/0", marks=pytest.mark.redis),
+        pytest.param("postgresql://gate:s3cret-pass@127.0.0.1:9/gate", marks=pytest.mark.postgres),
+    ],
+)
+def test_serve_names_an_unreachable_shared_store_and_masks_its_password(
+    env: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """A refused connection at start exits 2, names the store and the cause, never the password."""
+    monkeypatch.setenv("TRIGGERGATE_STORE", url)
+    result = CliRunner().invoke(main, ["serve", "--port", "0"])
+    assert result.exit_code == 2
+    assert "store unavailable" in result.output and "127.0.0.1:9" in result.output
+    assert "s3cret-pass" not in result.output

@@ -121,4 +121,6 @@ async def test_store_outage_mid_burst_gives_503_then_recovers_without_restart(
             quota = (await http.get(f"{server.url}/quota")).json()
     finally:
         server.stop()
-    assert quota["remaining"] == 1  # exactly two accepted: none of the 503s was counted
+    # None of the 503s was counted: PostgreSQL kept the first press (two spent); the test
+    # Redis runs without persistence, so its restart forgot it (one spent).
+    assert quota["remaining"] == (1 if engine.kind == "postgres" else 2)

@@ -9,6 +9,7 @@ every entry, so a remote change is seen within ``lifetime`` seconds.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from triggergate.quota import Limit
@@ -34,8 +35,9 @@ class SpentCache:
             raise ValueError("size must be at least 1 and lifetime positive")
         self.size = size
         self.lifetime = lifetime
-        # dicts keep insertion order, so the first key is the oldest entry.
-        self._entries: dict[str, Spent] = {}
+        # OrderedDict, not dict: after many deletions at its front, next(iter(dict)) walks
+        # every dead slot (py-spy showed put() at 6% of a flood); popitem(last=False) is O(1).
+        self._entries: OrderedDict[str, Spent] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -57,7 +59,7 @@ class SpentCache:
         entries = self._entries
         entries.pop(key, None)
         if len(entries) >= self.size:
-            del entries[next(iter(entries))]
+            entries.popitem(last=False)
         entries[key] = Spent(until, limit, now + min(until - now, self.lifetime))
 
     def forget(self, key: str) -> None:

@@ -22,6 +22,9 @@ def context(secrets: dict[str, str], **options: Any) -> Context:
 def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """Capture every logger at DEBUG (httpx and httpcore included)."""
     caplog.set_level(logging.DEBUG)
+    # triggergate's own log setup quiets these two; the leak checks need their lines.
+    caplog.set_level(logging.DEBUG, logger="httpx")
+    caplog.set_level(logging.DEBUG, logger="httpcore")
     return caplog
 
 

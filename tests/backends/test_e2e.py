@@ -161,6 +161,10 @@ async def running(
     records: list[logging.LogRecord] = []
     handler = _Keep(records)
     logging.getLogger().addHandler(handler)  # create_app replaced the root handlers
+    # create_app quiets httpx (hook URLs can hold secrets); open it up here so the
+    # leak checks also see every request line an operator could turn on.
+    for name in ("httpx", "httpcore"):
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.DEBUG)
     try:
         with serve(app, lifespan="on") as url:
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:

@@ -63,14 +63,12 @@ async def test_500_clients_against_a_budget_of_20_start_exactly_20_runs(tmp_path
 
             responses = await asyncio.gather(*(one(s) for s in sources(500)))
             seen = wait_events(hook, "accepted", 20)
-            time.sleep(1.5)  # a stray second budget alert would be delivered by now
+            await asyncio.sleep(1.5)  # a stray second budget alert would be delivered by now
             seen = events(hook)
     statuses = Counter(status for status, _ in responses)
     errors = Counter(json.loads(body).get("error") for status, body in responses)
     assert statuses == {202: 20, 503: 480}, errors
-    assert {json.loads(body)["error"] for status, body in responses if status == 503} == {
-        "budget_exhausted"
-    }
+    assert {json.loads(body)["error"] for status, body in responses if status == 503} == {"budget_exhausted"}
     assert len(started_runs(tmp_path, expect=20)) == 20
     assert sum(a["event"] == "accepted" for a in audits(tmp_path)) == 20
     assert seen == {"accepted": 20, "budget_exhausted": 1}
@@ -113,7 +111,7 @@ async def test_10000_denied_requests_write_nothing_and_log_a_few_lines(tmp_path:
             changes = watcher.execute("PRAGMA data_version").fetchone()[0] - version
             watcher.close()
             flood_log = server.output()[log_start:]
-            time.sleep(1.2)
+            await asyncio.sleep(1.2)
             alerts = events(hook)
     assert statuses == {429: 10_000}
     summaries = after.get("records:audit", 0) - before.get("records:audit", 0)

@@ -91,9 +91,7 @@ async def test_a_start_that_times_out_after_accepting_is_reconciled_never_run_tw
 ) -> None:
     """backend_timeout 0.05 s: the runner is spawned but the gateway gives up first (502,
     not refunded). The reconciler finds the run: one run, one counted slot, 'recovered'."""
-    env = base_env(
-        tmp_path, TRIGGERGATE_BACKEND_TIMEOUT="0.05", TRIGGERGATE_RECONCILE_AFTER="1"
-    )
+    env = base_env(tmp_path, TRIGGERGATE_BACKEND_TIMEOUT="0.05", TRIGGERGATE_RECONCILE_AFTER="1")
     with serving(tmp_path, env) as server:
         [response] = await press(server.url, "127.0.10.3")
         left = wait_settled(tmp_path)
@@ -177,12 +175,8 @@ async def test_racing_and_retried_idempotent_requests_start_one_run_one_charge(
     with serving(tmp_path, env, workers=2) as server:
         headers = {"Idempotency-Key": "deploy-2026-11-26"}
         racing = await press(server.url, "127.0.12.1", 20, headers=headers)
-        retries = [
-            (await press(server.url, "127.0.12.1", headers=headers))[0] for _ in range(3)
-        ]
-        async with httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(local_address="127.0.12.1")
-        ) as http:
+        retries = [(await press(server.url, "127.0.12.1", headers=headers))[0] for _ in range(3)]
+        async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(local_address="127.0.12.1")) as http:
             quota = (await http.get(f"{server.url}/quota")).json()
     statuses = Counter(r.status_code for r in racing + retries)
     assert set(statuses) <= {202, 409}, statuses

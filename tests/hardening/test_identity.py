@@ -13,17 +13,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from tests.hardening.support import base_env, press, serving
+from tests.hardening.support import base_env, serving
 from triggergate.settings import Settings
 from triggergate.web.app import create_app
 
 pytestmark = [pytest.mark.sqlite]
 
 SPOOF_HEADERS = (
-    "X-Forwarded-For", "X-Real-IP", "Forwarded", "CF-Connecting-IP", "True-Client-IP",
-    "X-Client-IP", "X-Cluster-Client-IP", "Fastly-Client-IP", "X-Originating-IP",
-    "X-Forwarded", "Forwarded-For", "X-ProxyUser-Ip",
-)  # fmt: skip
+    "X-Forwarded-For",
+    "X-Real-IP",
+    "Forwarded",
+    "CF-Connecting-IP",
+    "True-Client-IP",
+    "X-Client-IP",
+    "X-Cluster-Client-IP",
+    "Fastly-Client-IP",
+    "X-Originating-IP",
+    "X-Forwarded",
+    "Forwarded-For",
+    "X-ProxyUser-Ip",
+)
 
 
 @pytest.mark.slow
@@ -46,10 +55,23 @@ async def test_no_header_changes_the_key_without_a_trusted_proxy(tmp_path: Path)
 
 
 MALFORMED = (
-    "garbage", "unknown", "1.2.3", "127.1", "0x7f.0.0.1", "2130706433", "1.2.3.4.5",
-    "300.1.1.1", "_hidden", "::g", "1.2.3.4:99999", "[::1", "1.2.3.4, not-an-ip",
-    "fe80::1::2", "1.2.3.4;for=5.6.7.8", "\u0661.2.3.4",
-)  # fmt: skip
+    "garbage",
+    "unknown",
+    "1.2.3",
+    "127.1",
+    "0x7f.0.0.1",
+    "2130706433",
+    "1.2.3.4.5",
+    "300.1.1.1",
+    "_hidden",
+    "::g",
+    "1.2.3.4:99999",
+    "[::1",
+    "1.2.3.4, not-an-ip",
+    "fe80::1::2",
+    "1.2.3.4;for=5.6.7.8",
+    "\u0661.2.3.4",
+)
 
 
 @pytest.mark.slow
@@ -155,9 +177,7 @@ def variant(draw: Any) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One app trusting 127.0.0.1 as a proxy, reached from 127.0.0.1."""
-    app = create_app(
-        _settings(tmp_path_factory.mktemp("variants"), trusted_proxies=["127.0.0.1/32"])
-    )
+    app = create_app(_settings(tmp_path_factory.mktemp("variants"), trusted_proxies=["127.0.0.1/32"]))
     with TestClient(app, client=("127.0.0.1", 5000), raise_server_exceptions=False) as client:
         yield client
 
@@ -179,9 +199,7 @@ header_text = st.text(
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(value=header_text, forwarded=st.booleans())
-def test_garbage_forwarded_text_is_400_never_500(
-    proxied: TestClient, value: str, forwarded: bool
-) -> None:
+def test_garbage_forwarded_text_is_400_never_500(proxied: TestClient, value: str, forwarded: bool) -> None:
     """Any text as the client hop: 200 with a key (it parsed) or 400, never a 5xx."""
     headers = {"X-Forwarded-For": value.encode("latin-1")}
     response = proxied.get("/quota", headers=headers)

@@ -26,16 +26,21 @@ def test_schemathesis_all_checks_over_1000_cases_find_nothing(tmp_path: Path) ->
     """``schemathesis run --checks all`` (coverage, fuzzing and stateful phases) generates at
     least 1,000 cases against a live server with parameters configured, and none fails."""
     (tmp_path / "gate.toml").write_text(CONFIG)
-    env = base_env(
-        tmp_path, TRIGGERGATE_PIPELINE="noop://", TRIGGERGATE_CONFIG=str(tmp_path / "gate.toml")
-    )
+    env = base_env(tmp_path, TRIGGERGATE_PIPELINE="noop://", TRIGGERGATE_CONFIG=str(tmp_path / "gate.toml"))
     with serving(tmp_path, env) as server:
         run = subprocess.run(
             [
                 str(Path(sys.executable).with_name("schemathesis")),
-                "run", f"{server.url}/openapi.json", "--checks", "all",
-                "--max-examples", "160", "--no-color", "--seed", "20261126",
-            ],  # fmt: skip
+                "run",
+                f"{server.url}/openapi.json",
+                "--checks",
+                "all",
+                "--max-examples",
+                "160",
+                "--no-color",
+                "--seed",
+                "20261126",
+            ],
             capture_output=True,
             text=True,
             timeout=240,

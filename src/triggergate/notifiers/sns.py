@@ -10,6 +10,7 @@ can filter (SNS takes at most 10). The region defaults to the ARN's.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import threading
 from typing import TYPE_CHECKING, Any
@@ -54,7 +55,10 @@ class SNSNotifier(Notifier):
 
     def __init__(self, where: AwsUrl, timeout: float = 5.0) -> None:
         self.where, self.topic, self.timeout = where, where.location, timeout
-        self.target = f"sns://{where.location}"
+        # The ARN/queue URL holds the account id: the target (logged, stored) keeps only
+        # the last name and a fingerprint, as the webhook notifier does.
+        digest = hashlib.sha256(where.location.encode()).hexdigest()[:12]
+        self.target = f"sns://{re.split(r'[:/]', where.location)[-1]}#{digest}"
         self._client: SNSClient | None = None
         self._lock = threading.Lock()
 

@@ -10,6 +10,7 @@ Each alert is one SendMessage whose body is the alert as JSON, with
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import threading
@@ -33,7 +34,10 @@ class SQSNotifier(Notifier):
 
     def __init__(self, where: AwsUrl, queue_url: str, timeout: float = 5.0) -> None:
         self.where, self.queue_url, self.timeout = where, queue_url, timeout
-        self.target = f"sqs://{where.location}"
+        # The ARN/queue URL holds the account id: the target (logged, stored) keeps only
+        # the last name and a fingerprint, as the webhook notifier does.
+        digest = hashlib.sha256(where.location.encode()).hexdigest()[:12]
+        self.target = f"sqs://{re.split(r'[:/]', where.location)[-1]}#{digest}"
         self._client: SQSClient | None = None
         self._lock = threading.Lock()
 
