@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from triggergate.clock import Clock
+from triggergate.identity import Client, wider_keys
 from triggergate.quota import Check, Limit
 from triggergate.stores.base import Doc, Store
 
@@ -27,13 +28,21 @@ class Gate:
     budget: tuple[Limit, ...]
     allow: tuple[Network, ...]
     deny: tuple[Network, ...]
+    #: (prefix, limits) caps on the wider IPv6 networks holding a client (e.g. /56, /48).
+    wider: tuple[tuple[int, tuple[Limit, ...]], ...] = ()
+    key_secret: bytes | None = field(default=None, repr=False)
 
     def denied(self, address: Address) -> bool:
         return _contains(self.deny, address)
 
     def checks(self, key: str, address: Address) -> list[Check]:
-        """The client's limits (skipped for allow-listed addresses) and the global budget."""
+        """The client's limits and wider IPv6 caps (skipped for allow-listed addresses),
+        and the global budget."""
         checks = [] if _contains(self.allow, address) else [Check(f"c:{key}", self.limits)]
+        if checks and self.wider and address.version == 6:
+            prefixes = [prefix for prefix, _ in self.wider]
+            keys = wider_keys(Client(address, key), prefixes, key_secret=self.key_secret)
+            checks += [Check(f"w:{k}", limits) for k, (_, limits) in zip(keys, self.wider, strict=True)]
         if self.budget:
             checks.append(Check(BUDGET_KEY, self.budget))
         return checks

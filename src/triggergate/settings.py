@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     forwarded_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for"
     ipv4_prefix: int = Field(32, ge=8, le=32)
     ipv6_prefix: int = Field(64, ge=16, le=128)
+    ipv6_wider_caps: dict[int, list[str]] = Field(default_factory=dict)
     allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
     deny: Annotated[list[str], NoDecode] = Field(default_factory=list)
     params: dict[str, ParamSpec] = Field(default_factory=dict)
@@ -132,6 +133,21 @@ class Settings(BaseSettings):
     def _limits_present(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one per-client limit is required, e.g. 3/7d")
+        return value
+
+    @field_validator("ipv6_wider_caps")
+    @classmethod
+    def _wider_caps(cls, value: dict[int, list[str]]) -> dict[int, list[str]]:
+        for prefix, texts in value.items():
+            if not 16 <= prefix <= 128:
+                raise ValueError(f"prefix {prefix} must be between 16 and 128, e.g. 56 or 48")
+            if not texts:
+                raise ValueError(f"prefix {prefix} needs at least one limit, e.g. ['10/7d']")
+            for text in texts:
+                try:
+                    Limit.parse(text)
+                except ConfigurationError as exc:
+                    raise ValueError(str(exc)) from exc
         return value
 
     @field_validator("trusted_proxies", "allow", "deny")

@@ -14,6 +14,7 @@ from triggergate.outbox import Outbox
 from triggergate.quota import Limit
 from triggergate.registry import Context, backend_from_url, notifier_from_url, store_from_url
 from triggergate.service import Policy, Service
+from triggergate.quota import parse_limits
 from triggergate.settings import Settings, parse_duration
 
 
@@ -35,6 +36,10 @@ def policy(settings: Settings) -> Policy:
             budget=settings.budget_limits,
             allow=Settings.networks(settings.allow),
             deny=Settings.networks(settings.deny),
+            wider=tuple(
+                (prefix, parse_limits(texts)) for prefix, texts in sorted(settings.ipv6_wider_caps.items())
+            ),
+            key_secret=secret,
         ),
         identity=IdentityPolicy(
             trusted_proxies=Settings.networks(settings.trusted_proxies),

@@ -170,3 +170,14 @@ def test_unparseable_peer_is_400(make_client: MakeClient) -> None:
     """A transport peer that is not an address is a 400, never a 500."""
     response = make_client(peer="not-an-address").post("/trigger")
     assert response.status_code == 400 and response.json()["error"] == "bad_client_address"
+
+
+def test_ipv6_wider_cap_holds_across_many_64s(make_client: MakeClient) -> None:
+    """With a /56 cap of 4/7d, clients in four different /64s of one /56 use it up; a fifth is refused."""
+    caps = {"ipv6_wider_caps": {56: ["4/7d"]}}
+    results = [
+        make_client(peer=f"2001:db8:0:{n:x}::1", **caps).post("/trigger").status_code for n in range(5)
+    ]
+    assert results == [202, 202, 202, 202, 429]
+    other_56 = make_client(peer="2001:db8:0:100::1", **caps).post("/trigger")
+    assert other_56.status_code == 202
