@@ -7,6 +7,7 @@ events and retained far longer. Denials are never recorded one by one: a
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections import Counter
@@ -23,8 +24,14 @@ TOP_KEYS = 20
 MAX_TRACKED = 10_000
 
 
+@functools.lru_cache(maxsize=64)
+def _iso_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """UTC ISO 8601 to the second (cached: a denial flood asks for the same few seconds)."""
+    return _iso_second(int(at))
 
 
 def audit_record(at: float, retention: float, event: str, **fields: Any) -> Record:

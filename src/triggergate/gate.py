@@ -17,6 +17,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _contains(networks: tuple[Network, ...], address: Address) -> bool:
+    if not networks:  # the usual case, on every request
+        return False
     return any(address.version == n.version and address in n for n in networks)
 
 
@@ -58,6 +60,10 @@ class KillSwitch:
         self.clock = clock
         self._cached: Doc | None = None
         self._read_at = float("-inf")
+
+    def fresh(self) -> tuple[bool, Doc | None]:
+        """(True, state) while the cached state is under a second old: no await, no task."""
+        return self.clock() - self._read_at < self.TTL, self._cached
 
     async def state(self) -> Doc | None:
         now = self.clock()

@@ -11,7 +11,7 @@ DECISIONS = Counter(
 )
 LATENCY = Histogram(
     "triggergate_trigger_seconds",
-    "Time to answer POST /trigger",
+    "Time to answer POST /trigger through the full flow (fast-path denials are only counted)",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
     registry=REGISTRY,
 )

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -42,10 +43,16 @@ class Limit:
         return cls(count=count, window=amount * UNITS[unit])
 
     def __str__(self) -> str:
-        for unit in ("d", "h", "m"):
-            if self.window % UNITS[unit] == 0:
-                return f"{self.count}/{self.window // UNITS[unit]}{unit}"
-        return f"{self.count}/{self.window}s"
+        return _limit_text(self.count, self.window)
+
+
+@functools.lru_cache(maxsize=256)
+def _limit_text(count: int, window: int) -> str:
+    """A limit as a person writes it (cached: it is in every denial's headers)."""
+    for unit in ("d", "h", "m"):
+        if window % UNITS[unit] == 0:
+            return f"{count}/{window // UNITS[unit]}{unit}"
+    return f"{count}/{window}s"
 
 
 def parse_limits(texts: Iterable[str]) -> tuple[Limit, ...]:

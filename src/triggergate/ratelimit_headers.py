@@ -7,6 +7,7 @@ where ``r`` is what is left and ``t`` the seconds until a used slot frees up.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -14,6 +15,11 @@ from triggergate.quota import Decision, Limit
 
 
 def policy_header(limits: Sequence[Limit]) -> str:
+    return _policy(tuple(limits))
+
+
+@functools.lru_cache(maxsize=16)
+def _policy(limits: tuple[Limit, ...]) -> str:
     return ", ".join(f'"{limit}";q={limit.count};w={limit.window}' for limit in limits)
 
 

@@ -130,7 +130,9 @@ class Service:
             return error(403, "forbidden", "this client may not trigger the pipeline", rid)
         checks = gate.checks(client.key, client.address)
         try:
-            paused = await self._store(self.kill_switch.state())
+            fresh, paused = self.kill_switch.fresh()
+            if not fresh:
+                paused = await self._store(self.kill_switch.state())
             if paused:
                 return error(
                     503,
@@ -371,23 +373,30 @@ class Service:
         key = checks[0].key
         try:
             # Read from the store at most once a second, within the fail-closed budget.
-            if await self._store(self.kill_switch.state()):
+            fresh, paused = self.kill_switch.fresh()
+            if paused or (not fresh and await self._store(self.kill_switch.state())):
                 return None
             now = self.clock()
             spent = self.spent.get(key, now)
             if spent is not None:
                 self.denials.add(client.key, "quota", now)
                 return self._spent(request_id, spent, now)
-            # asyncio.timeout, not wait_for: no task per request on the hot path.
-            async with asyncio.timeout(self.policy.store_timeout):
+            # A store that reads inline (SQLite, memory) never suspends here: no timer
+            # needed. Otherwise asyncio.timeout, not wait_for: no task per request.
+            async with (
+                contextlib.nullcontext() if self.store.inline_reads else asyncio.timeout(self.policy.store_timeout)
+            ):
                 decision = await self.store.peek(checks)
                 if decision.allowed:
                     return None
                 blocking = decision.blocking
                 assert blocking is not None
-                if blocking.key == key:
-                    self.spent.put(key, decision.now + blocking.retry_after, blocking.limit, decision.now)
-                return await self._refused(request_id, client, decision)
+                if blocking.key != key:  # the budget or a wider cap: the full wording
+                    return await self._refused(request_id, client, decision)
+                entry = Spent(decision.now + blocking.retry_after, blocking.limit, decision.now)
+                self.spent.put(key, entry.until, entry.limit, decision.now)
+                self.denials.add(client.key, "quota", decision.now)
+                return self._spent(request_id, entry, decision.now)
         except (StoreError, TimeoutError) as exc:
             # The route would spend a second store_timeout to say the same: fail closed now.
             failure = exc if isinstance(exc, StoreError) else StoreError("store did not answer in time")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from triggergate.quota import Limit
 
 DEFAULT_SIZE = 65_536
-DEFAULT_LIFETIME = 2.0
+DEFAULT_LIFETIME = 5.0
 
 
 @dataclass(frozen=True, slots=True)

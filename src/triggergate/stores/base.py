@@ -68,6 +68,8 @@ class Store(abc.ABC):
 
     #: URL schemes this class answers to (set by each engine).
     schemes: tuple[str, ...] = ()
+    #: True when reads complete without suspending (no network): callers skip timers.
+    inline_reads: bool = False
 
     def __init__(self, clock: Clock = system_clock) -> None:
         self.clock = clock

@@ -18,6 +18,7 @@ class MemoryStore(Store):
     """A store in a few dictionaries, guarded by one lock."""
 
     schemes = ("memory",)
+    inline_reads = True
 
     def __init__(self, clock: Any = None, **kwargs: Any) -> None:
         super().__init__(**({"clock": clock} if clock else {}))

@@ -1,8 +1,9 @@
 """Refuse spent clients' ``POST /trigger`` before routing: the flood path costs almost nothing.
 
-Under attack nearly every request is a denial. This pure ASGI middleware answers
-those itself, with exactly the status, body and headers the full route would
-send, and passes everything else on untouched. It answers only requests the
+Under attack nearly every request is a denial. This pure ASGI wrapper sits
+outside the whole Starlette stack (see :class:`triggergate.web.app.TriggergateApp`)
+and answers those itself, with exactly the status, body and headers the full
+route would send, and passes everything else on untouched. It answers only requests the
 route would refuse the same way: anything the route would answer differently
 (a form for a browser, a cross-site form, a body that is too large, not JSON,
 or not valid parameters, a bad client address, a deny-listed client, a pause)
@@ -11,24 +12,33 @@ falls through, with whatever body was read replayed to the route.
 
 from __future__ import annotations
 
+import functools
 import json
-import time
-import uuid
+import os
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from triggergate.errors import RequestError
-from triggergate.metrics import DECISIONS, LATENCY
+from triggergate.metrics import DECISIONS
 from triggergate.models import Outcome, check_idempotency_key, validate_params
 from triggergate.service import Service
+from triggergate.web.limits import MAX_HEADER_BYTES, MAX_TARGET_BYTES
 from triggergate.web.page import FORM_TYPE, form_payload, prefers_html
 
 MAX_BODY = 4096  # the route's limit; a longer body falls through so the route says 413
 _JSON = "application/json"
 # JSONResponse's exact rendering; one encoder, not one per response as json.dumps(**options) makes.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+_ERROR_KEYS = {"error": None, "detail": None, "request_id": None}.keys()
+_string = json.encoder.encode_basestring  # what the encoder itself uses with ensure_ascii=False
 _COUNTERS: dict[str, Any] = {}  # decision -> its metric child: labels() takes a lock each call
+# Header names as servers deliver them (lowercase bytes) -> the names the route looks up.
+_FORWARDED = ("x-forwarded-for", "forwarded")
+_WANTED = {
+    name.encode("latin-1"): name
+    for name in ("content-type", "content-length", "accept", "sec-fetch-site", "idempotency-key", *_FORWARDED)
+}
 
 
 class FastDeny:
@@ -42,11 +52,24 @@ class FastDeny:
         if scope["type"] != "http" or scope["method"] != "POST" or _route_path(scope) != "/trigger":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
-        found = dict(headers)  # the last of a repeated header, as the route's lookups see it
+        size = 0
+        found: dict[str, str] = {}  # the few headers the route reads; the last of a repeat wins
+        # Identity reads only the forwarded headers, and only behind trusted proxies.
+        forwarded: list[tuple[str, str]] = []
+        for name, value in scope["headers"]:
+            size += len(name) + len(value) + 4
+            wanted = _WANTED.get(name)
+            if wanted is not None:
+                if wanted in _FORWARDED:
+                    forwarded.append((wanted, value.decode("latin-1")))
+                else:
+                    found[wanted] = value.decode("latin-1")
+        target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        if size > MAX_HEADER_BYTES or target > MAX_TARGET_BYTES:
+            await self.app(scope, receive, send)  # the app's HeadLimit answers 431 / 414
+            return
         seen: list[Message] = []
-        outcome = await self._decide(scope, receive, headers, found, seen)
+        outcome = await self._decide(scope, receive, forwarded, found, seen)
         if outcome is None:
             await self.app(scope, _replay(seen, receive), send)
             return
@@ -56,7 +79,6 @@ class FastDeny:
         if counter is None:
             counter = _COUNTERS[code] = DECISIONS.labels(code)
         counter.inc()
-        LATENCY.observe(time.perf_counter() - started)
 
     async def _decide(
         self,
@@ -90,7 +112,8 @@ class FastDeny:
         except (RequestError, ValueError, UnicodeDecodeError):
             return None
         client = scope.get("client")
-        return await self.service.fast_deny(client[0] if client else None, headers, uuid.uuid4().hex)
+        # Same 128 random bits as uuid4().hex, at a sixth of the cost.
+        return await self.service.fast_deny(client[0] if client else None, headers, os.urandom(16).hex())
 
 
 def _route_path(scope: Scope) -> str:
@@ -133,10 +156,25 @@ def _replay(seen: list[Message], receive: Receive) -> Receive:
 
 async def _send(send: Send, outcome: Outcome) -> None:
     """The same bytes and headers the route and ``RequestIdMiddleware`` would send."""
-    body = _ENCODER.encode(outcome.body).encode("utf-8")
-    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in outcome.headers.items()]
+    body = _render(outcome.body)
+    raw = [(_name(k), v.encode("latin-1")) for k, v in outcome.headers.items()]
     raw.append((b"content-length", str(len(body)).encode("latin-1")))
     raw.append((b"content-type", b"application/json"))
     raw.append((b"x-request-id", str(outcome.body.get("request_id", "")).encode("latin-1")))
     await send({"type": "http.response.start", "status": outcome.status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+@functools.lru_cache(maxsize=32)
+def _name(header: str) -> bytes:
+    return header.lower().encode("latin-1")
+
+
+def _render(body: dict[str, Any]) -> bytes:
+    """JSONResponse's bytes for ``body``; the error shape is assembled from C-encoded strings."""
+    if body.keys() == _ERROR_KEYS and all(type(v) is str for v in body.values()):
+        return (
+            f'{{"error":{_string(body["error"])},"detail":{_string(body["detail"])},'
+            f'"request_id":{_string(body["request_id"])}}}'
+        ).encode("utf-8")
+    return _ENCODER.encode(body).encode("utf-8")
