@@ -29,9 +29,7 @@ def run(*args: str) -> Result:
 
 
 def press(tmp_path: Path, peer: str, times: int) -> list[int]:
-    settings = Settings(
-        store=f"sqlite:///{tmp_path}/gate.db", state_dir=tmp_path / "state", coalesce=False
-    )
+    settings = Settings(store=f"sqlite:///{tmp_path}/gate.db", state_dir=tmp_path / "state", coalesce=False)
     with TestClient(create_app(settings), client=(peer, 1)) as client:
         return [client.post("/trigger").status_code for _ in range(times)]
 
@@ -74,9 +72,7 @@ def test_check_config_names_key_value_and_what_is_allowed(
     assert "hunter2" not in result.output
 
 
-def test_check_config_reports_every_problem_at_once(
-    env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_check_config_reports_every_problem_at_once(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two independent mistakes are both reported."""
     monkeypatch.delenv("TRIGGERGATE_STORE")
     result = run("check-config", write(env, 'limits = ["x"]\nstore = "mongo://db"\n'))
@@ -165,9 +161,7 @@ def test_migrate_creates_the_schema(env: Path) -> None:
     assert (env / "gate.db").exists()
 
 
-def test_serve_refuses_an_unusable_store_with_exit_2(
-    env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_serve_refuses_an_unusable_store_with_exit_2(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """serve fails at start, naming the store, when it cannot be opened."""
     monkeypatch.setenv("TRIGGERGATE_STORE", "sqlite:////proc/no/such/dir/gate.db")
     result = CliRunner().invoke(main, ["serve", "--port", "0"])

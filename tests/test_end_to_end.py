@@ -124,10 +124,12 @@ async def test_racing_requests_with_one_idempotency_key_start_one_run_charged_on
     server = start_app(tmp_path, env, workers=2)
     try:
         async with httpx.AsyncClient(timeout=30) as client:
-            responses = await asyncio.gather(*(
-                client.post(f"{server.url}/trigger", headers={"Idempotency-Key": "deploy-42"})
-                for _ in range(20)
-            ))
+            responses = await asyncio.gather(
+                *(
+                    client.post(f"{server.url}/trigger", headers={"Idempotency-Key": "deploy-42"})
+                    for _ in range(20)
+                )
+            )
             quota = (await client.get(f"{server.url}/quota")).json()
     finally:
         server.stop()

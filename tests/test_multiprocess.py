@@ -93,9 +93,7 @@ async def test_200_racing_posts_from_one_client_admit_exactly_3_over_5_rounds(
         assert accepted <= set(runs)
         assert len(runs) == 3 * (round_no + 1)
         audits = [
-            a
-            for a in await audit_records(workdir)
-            if a["event"] == "accepted" and a["client_key"] == source
+            a for a in await audit_records(workdir) if a["event"] == "accepted" and a["client_key"] == source
         ]
         assert {a["run_id"] for a in audits} == accepted
 
@@ -112,9 +110,7 @@ async def test_100_distinct_clients_in_parallel_get_exactly_3_each(workdir: Path
         server.stop()
     for source, responses in zip(sources, results, strict=True):
         assert Counter(r.status_code for r in responses) == {202: 3, 429: 3}, source
-    accepted = Counter(
-        a["client_key"] for a in await audit_records(workdir) if a["event"] == "accepted"
-    )
+    accepted = Counter(a["client_key"] for a in await audit_records(workdir) if a["event"] == "accepted")
     assert accepted == dict.fromkeys(sources, 3)
 
 
@@ -159,9 +155,7 @@ async def test_kill_9_mid_burst_loses_no_accepted_trigger_and_leaves_no_orphan(
             audited = {a.get("run_id") for a in audits if a["event"] in {"accepted", "recovered"}}
             assert accepted <= audited
             # Every slot still counted belongs to a run that started; runs started once each.
-            conn_rows = store._read(
-                lambda c: c.execute("SELECT DISTINCT rid FROM events").fetchall()
-            )
+            conn_rows = store._read(lambda c: c.execute("SELECT DISTINCT rid FROM events").fetchall())
             counted = {row[0] for row in conn_rows}
             runs = started_runs(workdir, timeout=10, expect=len(counted))
             assert counted <= set(runs)

@@ -138,9 +138,7 @@ async def test_failed_delivery_is_retried_with_capped_backoff(
     assert await remaining(store, clock) == []
 
 
-def test_backoff_is_full_jitter_doubling_up_to_the_cap(
-    store: MemoryStore, clock: ManualClock
-) -> None:
+def test_backoff_is_full_jitter_doubling_up_to_the_cap(store: MemoryStore, clock: ManualClock) -> None:
     """Delays lie in [0, min(max, base * 2**(n-1))] and spread over that range."""
     outbox = Outbox(store, [], clock=clock, base_delay=2.0, max_delay=300.0, rng=random.Random(7))
     for attempts, cap in [(1, 2.0), (2, 4.0), (3, 8.0), (8, 256.0), (9, 300.0), (30, 300.0)]:
@@ -199,9 +197,7 @@ async def test_dead_letter_failure_is_logged_not_raised(
     with caplog.at_level(logging.WARNING, logger="triggergate.outbox"):
         assert await outbox.deliver_due() == 0
     assert len(await store.dead(10)) == 1
-    events = [
-        json.loads(r.getMessage())["msg"] for r in caplog.records if r.name == "triggergate.outbox"
-    ]
+    events = [json.loads(r.getMessage())["msg"] for r in caplog.records if r.name == "triggergate.outbox"]
     assert events == ["notify_failed", "dead_letter_failed"]
 
 
@@ -333,8 +329,6 @@ async def test_run_survives_store_errors_and_stops_when_told(
         stop.set()
         await asyncio.wait_for(task, timeout=2)
     assert len(receiver.received) == 1
-    failures = [
-        json.loads(r.getMessage()) for r in caplog.records if r.name == "triggergate.outbox"
-    ]
+    failures = [json.loads(r.getMessage()) for r in caplog.records if r.name == "triggergate.outbox"]
     assert [f["msg"] for f in failures] == ["outbox_store_failed"] * 3
     assert all(f["error"] == "StoreError" for f in failures)

@@ -31,9 +31,7 @@ def test_limits_parse_count_and_window(text: str, count: int, window: int) -> No
     assert Limit.parse(text) == Limit(count, window)
 
 
-@pytest.mark.parametrize(
-    "text", ["", "3", "3/7", "3/7x", "0/1d", "3/0d", "-1/1d", "a/1d", "3/7dd", "3//7d"]
-)
+@pytest.mark.parametrize("text", ["", "3", "3/7", "3/7x", "0/1d", "3/0d", "-1/1d", "a/1d", "3/7dd", "3//7d"])
 def test_bad_limits_are_configuration_errors_naming_the_value(text: str) -> None:
     """A malformed limit says what was given and how to write one."""
     with pytest.raises(ConfigurationError) as info:
@@ -67,11 +65,7 @@ def test_retry_after_is_when_enough_events_leave() -> None:
     both = evaluate("k", events, [Limit(3, 1000), Limit(1, 500)], 400.0)
     assert both.retry_after == pytest.approx(700.0)
     short = evaluate("k", [390.0], [Limit(3, 1000), Limit(1, 60)], 400.0)
-    assert (
-        not short.allowed
-        and short.limit == Limit(1, 60)
-        and short.retry_after == pytest.approx(50.0)
-    )
+    assert not short.allowed and short.limit == Limit(1, 60) and short.retry_after == pytest.approx(50.0)
 
 
 def test_allowed_verdict_reports_the_tightest_limit() -> None:
@@ -120,9 +114,7 @@ async def test_random_presses_and_clock_jumps_never_over_or_under_admit(
             continue
         client = int(value)
         now = clock()
-        free = all(
-            sum(1 for t in admitted[client] if t > now - lim.window) < lim.count for lim in limits
-        )
+        free = all(sum(1 for t in admitted[client] if t > now - lim.window) < lim.count for lim in limits)
         decision = await store.reserve(f"r{n}", [Check(f"c:{client}", tuple(limits))], {})
         assert decision.allowed == free
         if decision.allowed:

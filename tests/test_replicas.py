@@ -19,11 +19,14 @@ from tests.servers.app import AppServer, start_app
 
 pytestmark = [pytest.mark.slow]
 
-ENGINES = [pytest.param("redis", marks=pytest.mark.redis), pytest.param("postgres", marks=pytest.mark.postgres)]
+ENGINES = [
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
 
 
 @pytest.fixture(params=ENGINES)
-def engine(request: pytest.FixtureRequest) -> Iterator[Any]:
+def engine(request: pytest.FixtureRequest) -> Any:
     """The real server of the engine, emptied for this test."""
     if request.param == "redis":
         server = request.getfixturevalue("redis_server")
@@ -32,7 +35,7 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Any]:
         server = request.getfixturevalue("postgres_server")
         server.reset()
     server.kind = request.param
-    yield server
+    return server
 
 
 def env_for(engine: Any, tmp_path: Path, timeout: float = 5, **extra: str) -> dict[str, str]:
@@ -50,10 +53,10 @@ def env_for(engine: Any, tmp_path: Path, timeout: float = 5, **extra: str) -> di
     }
 
 
-async def press(url: str, source: str, count: int, timeout: float = 60) -> list[httpx.Response]:
+async def press(url: str, source: str, count: int) -> list[httpx.Response]:
     transport = httpx.AsyncHTTPTransport(local_address=source)
     limits = httpx.Limits(max_connections=count)
-    async with httpx.AsyncClient(transport=transport, limits=limits, timeout=timeout) as client:
+    async with httpx.AsyncClient(transport=transport, limits=limits, timeout=60) as client:
         return await asyncio.gather(*(client.post(f"{url}/trigger") for _ in range(count)))
 
 

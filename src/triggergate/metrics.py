@@ -6,9 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 REGISTRY = CollectorRegistry()
 
-DECISIONS = Counter(
-    "triggergate_decisions", "Trigger decisions by outcome", ["decision"], registry=REGISTRY
-)
+DECISIONS = Counter("triggergate_decisions", "Trigger decisions by outcome", ["decision"], registry=REGISTRY)
 LATENCY = Histogram(
     "triggergate_trigger_seconds",
     "Time to answer POST /trigger through the full flow (fast-path denials are only counted)",

@@ -52,9 +52,7 @@ def check_idempotency_key(value: str | None) -> str | None:
     return value
 
 
-def validate_params(
-    payload: Mapping[str, Any] | None, specs: Mapping[str, ParamSpec]
-) -> dict[str, str]:
+def validate_params(payload: Mapping[str, Any] | None, specs: Mapping[str, ParamSpec]) -> dict[str, str]:
     """Allow-listed parameters only, each checked against its pattern and choices.
 
     The body may be ``{"params": {...}}``; a top-level ``ref`` is a shorthand
@@ -85,9 +83,7 @@ def validate_params(
             or not re.fullmatch(spec.pattern, value)
             or (spec.choices and value not in spec.choices)
         ):
-            raise RequestError(
-                400, "bad_parameter", f"parameter '{name}' has a value that is not allowed"
-            )
+            raise RequestError(400, "bad_parameter", f"parameter '{name}' has a value that is not allowed")
         result[name] = value
     for name, spec in specs.items():
         if name not in result:

@@ -31,8 +31,7 @@ class Limit:
         match = _LIMIT.match(text)
         if not match:
             raise ConfigurationError(
-                f"invalid limit {text!r}: write COUNT/[N]UNIT, e.g. 3/7d or 1/10m "
-                "(units s, m, h, d, w)",
+                f"invalid limit {text!r}: write COUNT/[N]UNIT, e.g. 3/7d or 1/10m (units s, m, h, d, w)",
                 value=text,
             )
         count, amount, unit = int(match[1]), int(match[2] or 1), match[3]
@@ -112,8 +111,7 @@ def evaluate(key: str, events: Sequence[float], limits: Sequence[Limit], now: fl
             if worst is None or worst.allowed or retry > worst.retry_after:
                 worst = verdict
         elif worst is None or (
-            worst.allowed
-            and (limit.count - used, -limit.window) < (worst.remaining, -worst.limit.window)
+            worst.allowed and (limit.count - used, -limit.window) < (worst.remaining, -worst.limit.window)
         ):
             worst = Verdict(key, True, limit, used, 0.0, reset)
     if worst is None:
@@ -147,7 +145,5 @@ def decide(checks: Sequence[Check], events: Sequence[Sequence[float]], now: floa
     """Evaluate every check against its key's events (same order as ``checks``)."""
     return Decision(
         now=now,
-        verdicts=tuple(
-            evaluate(c.key, e, c.limits, now) for c, e in zip(checks, events, strict=True)
-        ),
+        verdicts=tuple(evaluate(c.key, e, c.limits, now) for c, e in zip(checks, events, strict=True)),
     )

@@ -28,9 +28,7 @@ def rate_headers(
 ) -> dict[str, str]:
     """Headers for a response; ``consumed`` when this request just took a slot."""
     headers = {"RateLimit-Policy": policy_header(limits)}
-    verdict = (
-        next((v for v in decision.verdicts if v.key.startswith("c:")), None) if decision else None
-    )
+    verdict = next((v for v in decision.verdicts if v.key.startswith("c:")), None) if decision else None
     if verdict is None:
         return headers
     if not verdict.allowed:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from triggergate.backends.base import FINAL_STATES, Backend, Status
+from triggergate.audit import audit_record
+from triggergate.backends.base import FINAL_STATES, Backend, Started, Status
 from triggergate.clock import Clock
 from triggergate.errors import BackendError
 from triggergate.stores.base import Batch, Record, Store
@@ -84,3 +85,34 @@ class RunTracker:
 
     def active_record(self, run: dict[str, Any]) -> Record:
         return Record(*ACTIVE, run, expires=float(run["at"]) + ACTIVE_TTL)
+
+
+def started_records(
+    rid: str, started: Started, ledger: dict[str, Any], now: float, retention: float, event: str
+) -> tuple[dict[str, Any], list[Record]]:
+    """The run and what an accepted (or recovered) trigger writes: the run, its backend
+    reference, and its audit record. ``ledger`` holds client_key, client and params."""
+    run = {
+        "at": now,
+        "run_id": rid,
+        "ref": started.ref,
+        "url": started.url,
+        "state": started.state,
+        "client_key": ledger.get("client_key"),
+        "params": ledger.get("params", {}),
+    }
+    records = [
+        Record("run", rid, run, expires=now + retention),
+        Record("run_ref", started.ref, {"at": now, "run_id": rid}, expires=now + retention),
+        audit_record(
+            now,
+            retention,
+            event,
+            request_id=rid,
+            run_id=rid,
+            client_key=ledger.get("client_key"),
+            client=ledger.get("client"),
+            ref=started.ref,
+        ),
+    ]
+    return run, records

@@ -210,9 +210,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except FileNotFoundError as exc:
         raise ConfigurationError(f"config: file {str(path)!r} not found", key="config") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(
-            f"config: {path.name} is not valid TOML ({exc})", key="config"
-        ) from exc
+        raise ConfigurationError(f"config: {path.name} is not valid TOML ({exc})", key="config") from exc
     for key in SECRET_KEYS:
         if key in data:
             raise ConfigurationError(

@@ -11,10 +11,9 @@ from triggergate.errors import ConfigurationError
 from triggergate.gate import Gate
 from triggergate.identity import IdentityPolicy
 from triggergate.outbox import Outbox
-from triggergate.quota import Limit
+from triggergate.quota import Limit, parse_limits
 from triggergate.registry import Context, backend_from_url, notifier_from_url, store_from_url
 from triggergate.service import Policy, Service
-from triggergate.quota import parse_limits
 from triggergate.settings import Settings, parse_duration
 
 
@@ -77,11 +76,7 @@ def build_service(settings: Settings, clock: Clock = system_clock) -> Service:
     store = store_from_url(settings.store, ctx)
     backend = backend_from_url(settings.pipeline, ctx)
     notifiers = [notifier_from_url(url, ctx) for url in settings.notify]
-    dead = (
-        notifier_from_url(settings.dead_letter, ctx, "dead_letter")
-        if settings.dead_letter
-        else None
-    )
+    dead = notifier_from_url(settings.dead_letter, ctx, "dead_letter") if settings.dead_letter else None
     outbox = Outbox(
         store,
         notifiers,

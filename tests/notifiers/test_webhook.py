@@ -34,9 +34,7 @@ def open_receiver() -> Iterator[WebhookServer]:
         yield server
 
 
-def notifier(
-    server: WebhookServer, path: str = "/hook", secret: str | None = SECRET
-) -> WebhookNotifier:
+def notifier(server: WebhookServer, path: str = "/hook", secret: str | None = SECRET) -> WebhookNotifier:
     environ = {"TRIGGERGATE_WEBHOOK_SECRET": secret} if secret else {}
     url = "webhook+" + server.url + path
     built = notifier_from_url(url, Context(clock=ManualClock(1_700_000_123.9), environ=environ))
@@ -156,6 +154,4 @@ def test_bad_webhook_urls_are_configuration_errors(bad_url: str, needle: str) ->
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "127.8.9.10"])
 def test_plain_http_is_allowed_on_loopback(host: str) -> None:
     """``webhook+http://`` is accepted for loopback hosts (tests and local relays)."""
-    assert WebhookNotifier.from_url(f"webhook+http://{host}:9/x", Context()).url.startswith(
-        "http://"
-    )
+    assert WebhookNotifier.from_url(f"webhook+http://{host}:9/x", Context()).url.startswith("http://")

@@ -136,9 +136,7 @@ def tls_files(folder: Path) -> TLSFiles:
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False)
         .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -197,9 +195,7 @@ def smtp_server(
     elif tls is not None:
         kwargs.update(tls_context=tls.server_context(), require_starttls=True)
     if users is not None:
-        kwargs.update(
-            authenticator=authenticator, auth_required=True, auth_exclude_mechanism=exclude or []
-        )
+        kwargs.update(authenticator=authenticator, auth_required=True, auth_exclude_mechanism=exclude or [])
     factory = _SMTPSController if implicit_tls else Controller
     controller = factory(_Recorder(state), hostname=state.host, port=state.port, **kwargs)
     controller.start()

@@ -20,9 +20,7 @@ from triggergate.clock import ManualClock
 from triggergate.registry import Context, store_from_url
 from triggergate.stores.base import Store
 
-Factory = Callable[
-    [ManualClock, Path, pytest.FixtureRequest], contextlib.AbstractAsyncContextManager[Store]
-]
+Factory = Callable[[ManualClock, Path, pytest.FixtureRequest], contextlib.AbstractAsyncContextManager[Store]]
 
 
 @contextlib.asynccontextmanager
@@ -61,9 +59,7 @@ def dynamodb_factory(clock: ManualClock, tmp: Path, request: pytest.FixtureReque
 
     endpoint = shared_dynalite(request.config)
     table = f"contract-{uuid.uuid4().hex[:12]}"
-    return _from_url(
-        f"dynamodb://{table}?region={REGION}&endpoint_url={endpoint}&create_table=true", clock
-    )
+    return _from_url(f"dynamodb://{table}?region={REGION}&endpoint_url={endpoint}&create_table=true", clock)
 
 
 FACTORIES: dict[str, tuple[Factory, list[Any]]] = {
@@ -81,9 +77,7 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture(params=[pytest.param(name, marks=marks) for name, (_, marks) in FACTORIES.items()])
-async def store(
-    request: pytest.FixtureRequest, clock: ManualClock, tmp_path: Path
-) -> AsyncIterator[Store]:
+async def store(request: pytest.FixtureRequest, clock: ManualClock, tmp_path: Path) -> AsyncIterator[Store]:
     factory, _ = FACTORIES[request.param]
     async with factory(clock, tmp_path, request) as opened:
         yield opened

@@ -113,9 +113,7 @@ async def test_records_put_new_get_query_and_expire(store: Store, clock: ManualC
     assert await store.put_new(Record("idem", "k", {"at": now, "v": 1}, expires=now + 60))
     assert not await store.put_new(Record("idem", "k", {"at": now, "v": 2}, expires=now + 60))
     assert (await store.get("idem", "k")) == {"at": now, "v": 1}
-    await store.apply(
-        Batch(records=[Record("audit", f"a{i}", {"at": now + i, "n": i}) for i in range(5)])
-    )
+    await store.apply(Batch(records=[Record("audit", f"a{i}", {"at": now + i, "n": i}) for i in range(5)]))
     found = await store.query("audit", since=now + 1, until=now + 4, limit=10)
     assert [d["n"] for d in found] == [3, 2, 1]
     assert len(await store.query("audit", since=now, until=now + 10, limit=2)) == 2
@@ -129,9 +127,7 @@ async def test_records_put_new_get_query_and_expire(store: Store, clock: ManualC
 async def test_outbox_claim_retry_bury_revive(store: Store, clock: ManualClock) -> None:
     """Claimed items hide for the lease; buried items move to dead letters and can be revived."""
     now = clock()
-    await store.apply(
-        Batch(outbox=[OutboxItem(f"o{i}", "log://", {"n": i}, due=now) for i in range(3)])
-    )
+    await store.apply(Batch(outbox=[OutboxItem(f"o{i}", "log://", {"n": i}, due=now) for i in range(3)]))
     first = await store.claim(now, lease=30, limit=2)
     assert len(first) == 2
     second = await store.claim(now, lease=30, limit=10)
@@ -164,9 +160,7 @@ async def test_concurrent_claims_never_share_an_item(store: Store, clock: Manual
 async def test_sweep_drops_expired_events_and_records(store: Store, clock: ManualClock) -> None:
     """After the window and expiry pass, sweep removes old data and decisions stay right."""
     await store.reserve("a", [CLIENT], {})
-    await store.apply(
-        Batch(settle="a", records=[Record("run", "x", {"at": clock()}, expires=clock() + 10)])
-    )
+    await store.apply(Batch(settle="a", records=[Record("run", "x", {"at": clock()}, expires=clock() + 10)]))
     clock.advance(8 * DAY)
     assert await store.sweep() >= 2
     assert (await store.peek([CLIENT])).verdicts[0].used == 0

@@ -256,7 +256,7 @@ def test_dashboard_shows_top_denied_keys_and_budget(make_client: MakeClient) -> 
     client = _admin(make_client, budget=["10/1d"])
     for _ in range(5):
         client.post("/trigger")
-    client.portal.call(client.app.state.service.flush_denials, True)  # type: ignore[attr-defined,union-attr]
+    client.portal.call(client.app.state.service.maintenance.flush_denials, True)  # type: ignore[attr-defined,union-attr]
     page = client.get("/admin", headers=BEARER).text
     top = page[page.index('id="top-denied"') :]
     assert re.search(r"<td>203\.0\.113\.10</td><td>2</td>", top)

@@ -79,17 +79,13 @@ def test_body_over_4kib_is_413(make_client: MakeClient) -> None:
 
 def test_non_json_body_is_415(make_client: MakeClient) -> None:
     """Only JSON bodies are accepted."""
-    response = make_client().post(
-        "/trigger", content="branch=main", headers={"content-type": "text/plain"}
-    )
+    response = make_client().post("/trigger", content="branch=main", headers={"content-type": "text/plain"})
     assert response.status_code == 415 and set(response.json()) == SAFE_BODY_KEYS
 
 
 def test_malformed_json_is_400(make_client: MakeClient) -> None:
     """Broken JSON is a 400 with the safe body."""
-    response = make_client().post(
-        "/trigger", content="{nope", headers={"content-type": "application/json"}
-    )
+    response = make_client().post("/trigger", content="{nope", headers={"content-type": "application/json"})
     assert response.status_code == 400 and response.json()["error"] == "bad_json"
 
 
@@ -103,9 +99,7 @@ def test_malformed_json_is_400(make_client: MakeClient) -> None:
         ([1, 2], "bad_body"),
     ],
 )
-def test_parameters_outside_the_allow_list_are_400(
-    make_client: MakeClient, body: object, code: str
-) -> None:
+def test_parameters_outside_the_allow_list_are_400(make_client: MakeClient, body: object, code: str) -> None:
     """Only allow-listed parameters with allowed values pass; nothing is charged otherwise."""
     client = make_client(params={"branch": {"choices": ["main", "dev"]}})
     response = client.post("/trigger", json=body)

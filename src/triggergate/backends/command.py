@@ -58,9 +58,7 @@ _STRAYS: list[subprocess.Popen[bytes]] = []
 
 
 def _invalid(url: str, problem: str, allowed: str) -> ConfigurationError:
-    return ConfigurationError(
-        f"pipeline: {problem} in {url!r}; {allowed}", key="pipeline", value=url
-    )
+    return ConfigurationError(f"pipeline: {problem} in {url!r}; {allowed}", key="pipeline", value=url)
 
 
 def _query(raw: str) -> list[tuple[str, str]]:
@@ -254,9 +252,7 @@ class CommandBackend(Backend):
         while loop.time() < deadline:
             status = self._read(run_dir)
             if status.state == "failed" and status.detail == SPAWN_FAILED:
-                raise BackendRefused(
-                    "the pipeline executable could not be started", misconfigured=True
-                )
+                raise BackendRefused("the pipeline executable could not be started", misconfigured=True)
             if status.state != "queued":
                 return Started(ref=ref, state=status.state)
             await asyncio.sleep(POLL)

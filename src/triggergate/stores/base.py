@@ -82,9 +82,7 @@ class Store(abc.ABC):
     # -- quota ---------------------------------------------------------------
 
     @abc.abstractmethod
-    async def reserve(
-        self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]
-    ) -> Decision:
+    async def reserve(self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]) -> Decision:
         """Admit one event iff every check passes, atomically across all processes.
 
         When admitted, record an event at the decision time under every

@@ -40,9 +40,7 @@ class MemoryStore(Store):
         now = self.clock()
         return decide(checks, [list(self._events.get(c.key, {}).values()) for c in checks], now)
 
-    async def reserve(
-        self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]
-    ) -> Decision:
+    async def reserve(self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]) -> Decision:
         async with self._lock:
             decision = self._decide(checks)
             if decision.allowed:
@@ -62,11 +60,7 @@ class MemoryStore(Store):
         return self._decide(checks)
 
     async def pending(self, older_than: float) -> list[Doc]:
-        return [
-            dict(d)
-            for d in self._ledger.values()
-            if d["state"] == "pending" and d["at"] < older_than
-        ]
+        return [dict(d) for d in self._ledger.values() if d["state"] == "pending" and d["at"] < older_than]
 
     async def reset(self, key: str) -> int:
         async with self._lock:

@@ -180,9 +180,7 @@ class SQLiteStore(Store):
 
     # -- quota -----------------------------------------------------------------------
 
-    async def reserve(
-        self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]
-    ) -> Decision:
+    async def reserve(self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]) -> Decision:
         def tx(conn: sqlite3.Connection) -> Decision:
             now = self.clock()
             decision = decide(checks, self._events(conn, checks, now), now)
@@ -210,8 +208,7 @@ class SQLiteStore(Store):
             ).fetchall()
         )
         return [
-            {**json.loads(doc), "rid": rid, "at": at, "keys": json.loads(keys)}
-            for rid, at, keys, doc in rows
+            {**json.loads(doc), "rid": rid, "at": at, "keys": json.loads(keys)} for rid, at, keys, doc in rows
         ]
 
     async def reset(self, key: str) -> int:
@@ -236,17 +233,11 @@ class SQLiteStore(Store):
                     )
             conn.executemany(
                 "INSERT OR REPLACE INTO records (kind, id, at, expires, doc) VALUES (?, ?, ?, ?, ?)",
-                [
-                    (r.kind, r.id, r.doc.get("at"), r.expires, json.dumps(r.doc))
-                    for r in batch.records
-                ],
+                [(r.kind, r.id, r.doc.get("at"), r.expires, json.dumps(r.doc)) for r in batch.records],
             )
             conn.executemany(
                 "INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?, ?, ?, 0)",
-                [
-                    (i.id, i.target, json.dumps(i.payload), i.attempts, i.due, i.error)
-                    for i in batch.outbox
-                ],
+                [(i.id, i.target, json.dumps(i.payload), i.attempts, i.due, i.error) for i in batch.outbox],
             )
 
         await self._write(tx)
@@ -274,8 +265,7 @@ class SQLiteStore(Store):
     async def get(self, kind: str, id: str) -> Doc | None:
         row = self._read(
             lambda conn: conn.execute(
-                "SELECT doc FROM records WHERE kind = ? AND id = ? "
-                "AND (expires IS NULL OR expires > ?)",
+                "SELECT doc FROM records WHERE kind = ? AND id = ? AND (expires IS NULL OR expires > ?)",
                 (kind, id, self.clock()),
             ).fetchone()
         )
@@ -303,9 +293,7 @@ class SQLiteStore(Store):
                 "WHERE dead = 0 AND due <= ? ORDER BY due LIMIT ?",
                 (now, limit),
             ).fetchall()
-            conn.executemany(
-                "UPDATE outbox SET due = ? WHERE id = ?", [(now + lease, r[0]) for r in rows]
-            )
+            conn.executemany("UPDATE outbox SET due = ? WHERE id = ?", [(now + lease, r[0]) for r in rows])
             return [_item(r) for r in rows]
 
         return await self._write(tx)

@@ -176,5 +176,5 @@ def _render(body: dict[str, Any]) -> bytes:
         return (
             f'{{"error":{_string(body["error"])},"detail":{_string(body["detail"])},'
             f'"request_id":{_string(body["request_id"])}}}'
-        ).encode("utf-8")
+        ).encode()
     return _ENCODER.encode(body).encode("utf-8")
