@@ -10,7 +10,6 @@ through the store API (``reserve`` then ``apply(settle)``), on a smaller sample.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import time
 import uuid
@@ -83,11 +82,17 @@ def sqlite_spent(path: Path, count: int) -> float:
         conn.execute("BEGIN IMMEDIATE")
         for first in range(0, count, 50_000):
             rows = [
-                (f"c:{address(i)}", os.urandom(16).hex(), now - 3600 * j, now - 3600 * j + WEEK)
+                (f"c:{address(i)}", int((now - 3600 * j) * 1000))
                 for i in range(first, min(count, first + 50_000))
                 for j in (1, 2, 3)
             ]
-            conn.executemany("INSERT INTO events (key, rid, at, expires) VALUES (?, ?, ?, ?)", rows)
+            # the store's layout: (key, event time in ms); see stores/sqlite.py
+            conn.executemany("INSERT INTO quota (key, at) VALUES (?, ?)", rows)
+        conn.execute(
+            "INSERT INTO meta (name, value) VALUES ('horizon', ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+            (WEEK,),
+        )
         conn.execute("COMMIT")
     return time.monotonic() - started
 

@@ -119,7 +119,7 @@ async def test_kill_9_mid_burst_loses_no_accepted_trigger_and_leaves_no_orphan(
 ) -> None:
     """kill -9 during a burst; after restart every 202 seen has its audit record and
     every reservation was started once or refunded."""
-    env = env_for(workdir, TRIGGERGATE_RECONCILE_AFTER="1")
+    env = env_for(workdir, TRIGGERGATE_BACKEND_TIMEOUT="2", TRIGGERGATE_RECONCILE_AFTER="8")
     server = start_app(workdir, env, workers=2)
     seen: list[httpx.Response] = []
 
@@ -147,19 +147,22 @@ async def test_kill_9_mid_burst_loses_no_accepted_trigger_and_leaves_no_orphan(
         store = SQLiteStore.from_url(f"sqlite:///{workdir}/gate.db", Context())
         await store.open()
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while await store.pending(time.time() + 10) and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
             assert await store.pending(time.time() + 10) == []
             audits = await store.query("audit", since=0, until=time.time() + 60, limit=100_000)
             audited = {a.get("run_id") for a in audits if a["event"] in {"accepted", "recovered"}}
             assert accepted <= audited
-            # Every slot still counted belongs to a run that started; runs started once each.
-            conn_rows = store._read(lambda c: c.execute("SELECT DISTINCT rid FROM events").fetchall())
-            counted = {row[0] for row in conn_rows}
-            runs = started_runs(workdir, timeout=10, expect=len(counted))
-            assert counted <= set(runs)
+            # Every slot still counted belongs to a run that started, and every run that
+            # started is counted: per client, counted slots == started runs. Runs start once.
+            rows = store._read(lambda c: c.execute("SELECT key FROM quota").fetchall())
+            counted = Counter(row[0].removeprefix("c:") for row in rows)
+            runs = started_runs(workdir, timeout=10, expect=sum(counted.values()))
             assert len(runs) == len(set(runs))
+            docs = [await store.get("run", run_id) for run_id in runs]
+            assert all(doc is not None for doc in docs)
+            assert Counter(doc["client_key"] for doc in docs if doc) == counted
             assert store._read(lambda c: c.execute("PRAGMA integrity_check").fetchone()[0]) == "ok"
         finally:
             await store.close()

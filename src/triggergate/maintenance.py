@@ -34,7 +34,8 @@ class Maintenance:
         for entry in await svc.store.pending(svc.clock() - svc.policy.reconcile_after):
             rid = entry["rid"]
             now = svc.clock()
-            claim = Record("reconciling", rid, {"at": now}, expires=now + 300)
+            # Held by one replica; if it dies meanwhile, another retries after the claim lapses.
+            claim = Record("reconciling", rid, {"at": now}, expires=now + svc.policy.backend_timeout + 30)
             if svc.in_flight(rid) or not await svc.store.put_new(claim):
                 continue
             found = await svc.find(rid)

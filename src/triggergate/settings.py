@@ -23,6 +23,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -179,6 +180,17 @@ class Settings(BaseSettings):
             except ConfigurationError as exc:
                 raise ValueError(f"{value!r}: use e.g. 10/1m (rate) or 10m (window)") from exc
         return value
+
+    @model_validator(mode="after")
+    def _reconcile_after_in_flight_starts(self) -> Settings:
+        # A reservation younger than this may still be starting in some process; the
+        # reconciler must never settle or refund one while its start is in flight.
+        if self.reconcile_after <= self.backend_timeout + 5:
+            raise ValueError(
+                f"reconcile_after ({self.reconcile_after:g}) must exceed backend_timeout "
+                f"({self.backend_timeout:g}) by more than 5 seconds"
+            )
+        return self
 
     @field_validator("params")
     @classmethod

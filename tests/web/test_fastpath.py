@@ -49,7 +49,7 @@ class Pair:
 
     def events(self) -> int:
         with sqlite3.connect(self.db) as conn:
-            return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+            return int(conn.execute("SELECT count(*) FROM quota").fetchone()[0])
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_a_refund_in_this_process_clears_the_cached_denial(pair: Any) -> None:
     assert p.fast.post("/trigger").status_code == 429
     assert len(p.fast_service.spent) == 1
     with sqlite3.connect(p.db) as conn:
-        conn.execute("DELETE FROM events")
+        conn.execute("DELETE FROM quota")
     assert p.fast.post("/trigger").status_code == 429  # cached: the reset is not yet seen
     p.fast_service.spent.forget(f"c:{PEER}")
     assert p.fast.post("/trigger").status_code == 202
@@ -159,7 +159,7 @@ def test_a_reset_elsewhere_is_seen_within_the_cache_lifetime(pair: Any) -> None:
     p.spend()
     assert p.fast.post("/trigger").status_code == 429
     with sqlite3.connect(p.db) as conn:
-        conn.execute("DELETE FROM events")
+        conn.execute("DELETE FROM quota")
     p.clock.advance(DEFAULT_LIFETIME)
     assert p.fast.post("/trigger").status_code == 202
 

@@ -37,6 +37,7 @@ from triggergate.backends.command_runner import (
     SPAWN_FAILED,
     read_status,
     runner_alive,
+    take,
     write_status,
 )
 from triggergate.clock import Clock, system_clock
@@ -87,6 +88,9 @@ def _no_runner(run_dir: Path, doc: dict[str, object]) -> BackendRefused:
     with contextlib.suppress(OSError):
         write_status(run_dir, {**doc, "state": "failed", "detail": SPAWN_FAILED})
     return BackendRefused("the pipeline runner could not be started")
+
+
+NEVER_STARTED = "never started"  # the detail of a run fenced off by find()
 
 
 class CommandBackend(Backend):
@@ -288,23 +292,26 @@ class CommandBackend(Backend):
         return self._read(run_dir)
 
     async def find(self, request_id: str) -> Started | None:
-        """The run started with ``request_id``, if a runner ever took it up.
+        """The run started with ``request_id``, or None; the answer is final.
 
-        A folder without a status file, or still queued without a live runner, is
-        a start cut short (the server died between creating the folder and
-        spawning the runner): nothing ran, so it is reported as not started and
-        the reconciler refunds the slot.
+        A folder whose runner has not taken the run yet is a start cut short (the
+        server died between creating the folder and spawning the runner, or the
+        runner is still on its way): ``find`` takes the run itself, which fences
+        off any late runner, records it cancelled, and reports it not started,
+        so the reconciler's refund can never meet a run that starts afterwards.
         """
         run_dir = self._run_dir(request_id)
         if run_dir is None or not run_dir.is_dir():
             return None
-        try:
-            doc = read_status(run_dir)
-        except (OSError, ValueError):
+        if take(run_dir):
+            doc = read_status(run_dir) or {}
+            doc.update(state="cancelled", detail=NEVER_STARTED, ended_at=self._clock())
+            write_status(run_dir, doc)
             return None
-        if doc is None or (doc.get("state") == "queued" and not runner_alive(doc.get("pid"))):
+        status = self._read(run_dir)
+        if status.detail == NEVER_STARTED:  # fenced off earlier: still not started
             return None
-        return Started(ref=request_id, state=self._read(run_dir).state)
+        return Started(ref=request_id, state=status.state)
 
     async def ping(self) -> None:
         """Ready when the executable is still there and executable."""

@@ -104,8 +104,27 @@ def _outcome(code: int) -> tuple[str, str]:
     return "failed", f"exit code {code}"
 
 
+TAKEN = "taken"  # a folder created exactly once: by the runner before it runs, or by a fence
+
+
+def take(run_dir: Path) -> bool:
+    """Claim the run: True for whoever creates the marker first (os.mkdir is atomic).
+
+    The runner takes a run before executing it; :meth:`CommandBackend.find` takes a
+    run nobody took yet to fence it off, so a runner that starts late never runs it
+    and "not started" stays true.
+    """
+    try:
+        (run_dir / TAKEN).mkdir()
+    except FileExistsError:
+        return False
+    return True
+
+
 def run(run_dir: Path, timeout: float, argv: list[str]) -> int:
     """Run ``argv`` to its end or its timeout, recording every state change; the exit code."""
+    if not take(run_dir):
+        return 1  # fenced off by a reconciliation: this run must never start
     doc: dict[str, Any] = read_status(run_dir) or {}
     env = json.loads((run_dir / ENV_FILE).read_text(encoding="utf-8"))
     workspace = run_dir / WORKSPACE

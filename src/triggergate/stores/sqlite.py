@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import math
 import os
 import sqlite3
 import time
@@ -32,11 +33,17 @@ from triggergate.stores.base import Batch, Doc, OutboxItem, Record, Store
 
 T = TypeVar("T")
 
+# Quota events are the one table that grows with the number of clients, so each
+# row is as small as it can be: the key and the event time in whole milliseconds
+# (rounded up, so a slot never frees early), no request id and no index besides
+# the primary key. The ledger names each pending event by (key, at); the sweep
+# walks the table in key order and drops rows older than the longest window
+# ever used (``meta.horizon``).
+SCHEMA_VERSION = 1
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    key TEXT NOT NULL, rid TEXT NOT NULL, at REAL NOT NULL, expires REAL NOT NULL,
-    PRIMARY KEY (key, rid)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS events_expires ON events (expires);
+CREATE TABLE IF NOT EXISTS quota (
+    key TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (key, at)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ledger (
     rid TEXT PRIMARY KEY, at REAL NOT NULL, keys TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS ledger_at ON ledger (at);
@@ -52,6 +59,11 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (dead, due);
 """
 
 BUSY_TIMEOUT_MS = 800
+
+
+def _ms(at: float) -> int:
+    """Epoch seconds -> whole milliseconds, rounded up (a slot never frees early)."""
+    return math.ceil(at * 1000)
 
 
 def _item(row: Sequence[Any]) -> OutboxItem:
@@ -71,6 +83,8 @@ class SQLiteStore(Store):
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        self._horizon = 0  # the longest window this process has recorded in meta
+        self._sweep_from: tuple[str, int] = ("", -1)
         self.write_timeout = float(ctx.options.get("write_timeout", 0.7))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
 
@@ -109,7 +123,11 @@ class SQLiteStore(Store):
             writer = self._connect()
             if writer.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
                 raise StoreError(f"sqlite store {self.path.name}: WAL mode unavailable")
+            if writer.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                # A file from before version 1 kept events in another layout.
+                writer.executescript("DROP TABLE IF EXISTS events; DROP TABLE IF EXISTS ledger;")
             writer.executescript(SCHEMA)
+            writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
             reader = self._connect()
             # The deny path reads inline: map the file and cache pages so a large
@@ -170,13 +188,25 @@ class SQLiteStore(Store):
     def _events(conn: sqlite3.Connection, checks: Sequence[Check], now: float) -> list[list[float]]:
         return [
             [
-                row[0]
+                row[0] / 1000
                 for row in conn.execute(
-                    "SELECT at FROM events WHERE key = ? AND at > ?", (c.key, now - c.horizon)
+                    # floor: never leave out an event that decide() still counts
+                    "SELECT at FROM quota WHERE key = ? AND at > ?",
+                    (c.key, math.floor((now - c.horizon) * 1000)),
                 )
             ]
             for c in checks
         ]
+
+    @staticmethod
+    def _place(conn: sqlite3.Connection, key: str, at: int) -> int:
+        """Insert one event at ``at`` ms, or just after the key's last one if taken."""
+        if conn.execute("INSERT OR IGNORE INTO quota (key, at) VALUES (?, ?)", (key, at)).rowcount:
+            return at
+        last = conn.execute("SELECT max(at) FROM quota WHERE key = ?", (key,)).fetchone()[0]
+        at = max(at, int(last)) + 1
+        conn.execute("INSERT INTO quota (key, at) VALUES (?, ?)", (key, at))
+        return at
 
     # -- quota -----------------------------------------------------------------------
 
@@ -185,13 +215,18 @@ class SQLiteStore(Store):
             now = self.clock()
             decision = decide(checks, self._events(conn, checks, now), now)
             if decision.allowed:
-                conn.executemany(
-                    "INSERT INTO events (key, rid, at, expires) VALUES (?, ?, ?, ?)",
-                    [(c.key, rid, now, now + c.horizon) for c in checks],
-                )
+                placed = [(c.key, self._place(conn, c.key, _ms(now))) for c in checks]
+                horizon = max((c.horizon for c in checks), default=0)
+                if horizon > self._horizon:
+                    conn.execute(
+                        "INSERT INTO meta (name, value) VALUES ('horizon', ?) "
+                        "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+                        (horizon,),
+                    )
+                    self._horizon = horizon
                 conn.execute(
                     "INSERT INTO ledger (rid, at, keys, doc) VALUES (?, ?, ?, ?)",
-                    (rid, now, json.dumps([c.key for c in checks]), json.dumps(dict(ledger))),
+                    (rid, now, json.dumps(placed), json.dumps(dict(ledger))),
                 )
             return decision
 
@@ -208,12 +243,13 @@ class SQLiteStore(Store):
             ).fetchall()
         )
         return [
-            {**json.loads(doc), "rid": rid, "at": at, "keys": json.loads(keys)} for rid, at, keys, doc in rows
+            {**json.loads(doc), "rid": rid, "at": at, "keys": [key for key, _ in json.loads(keys)]}
+            for rid, at, keys, doc in rows
         ]
 
     async def reset(self, key: str) -> int:
         return await self._write(
-            lambda conn: conn.execute("DELETE FROM events WHERE key = ?", (key,)).rowcount
+            lambda conn: conn.execute("DELETE FROM quota WHERE key = ?", (key,)).rowcount
         )
 
     # -- records and outbox -------------------------------------------------------------
@@ -227,10 +263,7 @@ class SQLiteStore(Store):
                     "DELETE FROM ledger WHERE rid = ? RETURNING keys", (batch.release,)
                 ).fetchone()
                 if row is not None:
-                    conn.executemany(
-                        "DELETE FROM events WHERE key = ? AND rid = ?",
-                        [(key, batch.release) for key in json.loads(row[0])],
-                    )
+                    conn.executemany("DELETE FROM quota WHERE key = ? AND at = ?", json.loads(row[0]))
             conn.executemany(
                 "INSERT OR REPLACE INTO records (kind, id, at, expires, doc) VALUES (?, ?, ?, ?, ?)",
                 [(r.kind, r.id, r.doc.get("at"), r.expires, json.dumps(r.doc)) for r in batch.records],
@@ -347,11 +380,18 @@ class SQLiteStore(Store):
     async def sweep(self, limit: int = 500) -> int:
         def tx(conn: sqlite3.Connection) -> int:
             now = self.clock()
-            events = conn.execute(
-                "DELETE FROM events WHERE (key, rid) IN "
-                "(SELECT key, rid FROM events WHERE expires <= ? LIMIT ?)",
-                (now, limit),
-            ).rowcount
+            found = conn.execute("SELECT value FROM meta WHERE name = 'horizon'").fetchone()
+            cutoff = _ms(now - (found[0] if found else 0))
+            # No index on time: walk the next rows in key order from where the last
+            # sweep stopped, drop the old ones, and start over at the end.
+            rows = conn.execute(
+                "SELECT key, at FROM quota WHERE (key, at) > (?, ?) ORDER BY key, at LIMIT ?",
+                (*self._sweep_from, limit * 4),
+            ).fetchall()
+            self._sweep_from = rows[-1] if len(rows) == limit * 4 else ("", -1)
+            old = [row for row in rows if row[1] <= cutoff][:limit]
+            conn.executemany("DELETE FROM quota WHERE key = ? AND at = ?", old)
+            events = len(old)
             records = conn.execute(
                 "DELETE FROM records WHERE (kind, id) IN (SELECT kind, id FROM records "
                 "WHERE expires IS NOT NULL AND expires <= ? LIMIT ?)",
