@@ -77,7 +77,7 @@ class Outbox:
 
         Empty when the alert policy folds it into a later digest.
         """
-        if self.policy is not None and not self.policy.admit(alert):
+        if not self.notifiers or (self.policy is not None and not self.policy.admit(alert)):
             return []
         now = self.clock()
         doc = alert.to_doc()

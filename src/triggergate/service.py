@@ -84,7 +84,18 @@ class Service:
     # -- helpers -----------------------------------------------------------------------
 
     async def _store(self, call: Awaitable[T]) -> T:
-        """Await a store call within the fail-closed budget."""
+        """Await a store call within the fail-closed budget.
+
+        A local store (SQLite, memory) is cancelled at once, so a plain timeout does;
+        a network client may unwind slowly when cancelled, so its call is abandoned
+        instead (``within``), at the price of a task per call.
+        """
+        if self.store.inline_reads:
+            try:
+                async with asyncio.timeout(self.policy.store_timeout):
+                    return await call
+            except TimeoutError as exc:
+                raise StoreError("store did not answer in time") from exc
         return await within(call, self.policy.store_timeout)
 
     def _headers(self, decision: Decision | None) -> dict[str, str]:

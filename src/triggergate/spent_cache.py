@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from triggergate.quota import Limit
 
-DEFAULT_SIZE = 65_536
+DEFAULT_SIZE = 32_768
 DEFAULT_LIFETIME = 5.0
 
 

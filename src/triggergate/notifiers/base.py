@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from triggergate.registry import Context
@@ -25,7 +25,13 @@ class Alert:
     attributes: dict[str, str] = field(default_factory=dict)
 
     def to_doc(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict: its deep copy was a tenth of an accepted trigger's CPU.
+        return {
+            "event": self.event,
+            "subject": self.subject,
+            "body": self.body,
+            "attributes": dict(self.attributes),
+        }
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Alert:

@@ -4,7 +4,8 @@ WAL mode lets readers run beside one writer. Every write runs in one
 ``BEGIN IMMEDIATE`` transaction on a single writer thread per process (a
 deferred transaction that upgrades to a write fails with BUSY without waiting);
 reads run inline on the caller's thread, since a WAL read never waits for a
-writer. Writers of all processes queue on an ``flock`` beside the database
+writer. A write runs inline too when nobody else is writing; otherwise it waits
+on the writer thread. Writers of all processes queue on an ``flock`` beside the database
 before ``BEGIN IMMEDIATE``: SQLite's own busy handler polls with growing
 sleeps and starves writers under contention, while a blocked ``flock`` wakes
 as soon as the lock is free. A write that waited past its deadline is not
@@ -19,6 +20,7 @@ import json
 import math
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +85,7 @@ class SQLiteStore(Store):
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        self._guard = threading.Lock()  # one user of the writer connection at a time
         self._horizon = 0  # the longest window this process has recorded in meta
         self._sweep_from: tuple[str, int] = ("", -1)
         self.write_timeout = float(ctx.options.get("write_timeout", 0.7))
@@ -129,12 +132,10 @@ class SQLiteStore(Store):
             writer.executescript(SCHEMA)
             writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            reader = self._connect()
-            # The deny path reads inline: map the file and cache pages so a large
-            # table of spent clients is served from memory, not read() calls.
-            reader.execute("PRAGMA mmap_size = 1073741824")
-            reader.execute("PRAGMA cache_size = -65536")
-            self._writer, self._reader = writer, reader
+            # No mmap and SQLite's default 2 MB page cache: a flood of a million
+            # spent clients is served from the OS page cache (pread), so the
+            # server's own memory stays flat (measured in docs/benchmarks.md).
+            self._writer, self._reader = writer, self._connect()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"sqlite store {self.path.name}: cannot open ({exc})") from exc
 
@@ -163,23 +164,43 @@ class SQLiteStore(Store):
             raise StoreError("sqlite store is not open")
         deadline = time.monotonic() + self.write_timeout
 
-        def run() -> T:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        def transaction() -> T:
+            writer.execute("BEGIN IMMEDIATE")
             try:
-                if time.monotonic() > deadline:
-                    raise StoreError("sqlite store: write lock not obtained in time")
-                writer.execute("BEGIN IMMEDIATE")
+                result = fn(writer)
+            except BaseException:
+                writer.execute("ROLLBACK")
+                raise
+            writer.execute("COMMIT")
+            return result
+
+        def run() -> T:
+            with self._guard:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
                 try:
-                    result = fn(writer)
-                except BaseException:
-                    writer.execute("ROLLBACK")
-                    raise
-                writer.execute("COMMIT")
-                return result
-            finally:
-                fcntl.flock(lock_fd, fcntl.LOCK_UN)
+                    if time.monotonic() > deadline:
+                        raise StoreError("sqlite store: write lock not obtained in time")
+                    return transaction()
+                finally:
+                    fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
         try:
+            # Nobody writing, here or in another process: a short transaction inline
+            # costs less than the hop to the writer thread and back (the accept path
+            # makes two). Otherwise wait for the lock on the writer thread.
+            if self._guard.acquire(blocking=False):
+                try:
+                    try:
+                        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        pass
+                    else:
+                        try:
+                            return transaction()
+                        finally:
+                            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+                finally:
+                    self._guard.release()
             return await asyncio.get_running_loop().run_in_executor(self._pool, run)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite store write failed: {exc}") from exc
