@@ -21,7 +21,7 @@ from triggergate.stores.base import Record
 log = logging.getLogger("triggergate.audit")
 
 TOP_KEYS = 20
-MAX_TRACKED = 10_000
+MAX_TRACKED = 2_000  # distinct keys counted per minute; the rest add to one overflow count
 
 
 @functools.lru_cache(maxsize=64)

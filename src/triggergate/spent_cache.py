@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from triggergate.quota import Limit
 
-DEFAULT_SIZE = 32_768
+DEFAULT_SIZE = 16_384
 DEFAULT_LIFETIME = 5.0
 
 
