@@ -78,7 +78,7 @@ def table_counts(workdir: Path) -> dict[str, int]:
     with contextlib.closing(db(workdir)) as conn:
         counts = {
             t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608 - fixed names
-            for t in ("events", "ledger", "outbox")
+            for t in ("quota", "ledger", "outbox")
         }
         for kind, n in conn.execute("SELECT kind, count(*) FROM records GROUP BY kind"):
             counts[f"records:{kind}"] = n
