@@ -8,7 +8,6 @@ interfaces; everything is wired in :func:`triggergate.wiring.build_service`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import math
@@ -34,11 +33,11 @@ from triggergate.models import (
     validate_params,
 )
 from triggergate.outbox import Outbox
-from triggergate.quota import Decision
+from triggergate.quota import Decision, Limit
 from triggergate.ratelimit_headers import policy_header, rate_headers
 from triggergate.runs import RunTracker, started_records
 from triggergate.settings import ParamSpec
-from triggergate.spent_cache import Spent, SpentCache
+from triggergate.spent_cache import SpentCache
 from triggergate.stores.base import Batch, Record, Store
 
 log = logging.getLogger("triggergate")
@@ -171,6 +170,9 @@ class Service:
     async def _refused(self, rid: str, client: Client, decision: Decision) -> Outcome:
         blocking = decision.blocking
         assert blocking is not None
+        if blocking.key.startswith("c:"):  # the client's own limit: the common refusal
+            self.denials.add(client.key, "quota", decision.now)
+            return self._exhausted(rid, decision.now + blocking.retry_after, blocking.limit, decision.now)
         retry = max(1, math.ceil(decision.retry_after))
         headers = {"Retry-After": str(retry), **self._headers(decision)}
         if blocking.key == BUDGET_KEY:
@@ -183,7 +185,7 @@ class Service:
                 rid,
                 **headers,
             )
-        self.denials.add(client.key, "quota", decision.now)
+        self.denials.add(client.key, "quota", decision.now)  # a wider IPv6 cap
         return error(
             429,
             "quota_exhausted",
@@ -336,43 +338,36 @@ class Service:
             spent = self.spent.get(key, now)
             if spent is not None:
                 self.denials.add(client.key, "quota", now)
-                return self._spent(request_id, spent, now)
-            # A store that reads inline (SQLite, memory) never suspends here: no timer
-            # needed. Otherwise asyncio.timeout, not wait_for: no task per request.
-            async with (
-                contextlib.nullcontext()
-                if self.store.inline_reads
-                else asyncio.timeout(self.policy.store_timeout)
-            ):
-                decision = await self.store.peek(checks)
-                if decision.allowed:
-                    return None
-                blocking = decision.blocking
-                assert blocking is not None
-                if blocking.key != key:  # the budget or a wider cap: the full wording
-                    return await self._refused(request_id, client, decision)
-                entry = Spent(decision.now + blocking.retry_after, blocking.limit, decision.now)
-                self.spent.put(key, entry.until, entry.limit, decision.now)
-                self.denials.add(client.key, "quota", decision.now)
-                return self._spent(request_id, entry, decision.now)
-        except (StoreError, TimeoutError) as exc:
+                return self._exhausted(request_id, spent.until, spent.limit, now)
+            decision = await self._store(self.store.peek(checks))
+            if decision.allowed:
+                return None
+            blocking = decision.blocking
+            assert blocking is not None
+            if blocking.key == key:
+                self.spent.put(key, decision.now + blocking.retry_after, blocking.limit, decision.now)
+            return await self._refused(request_id, client, decision)
+        except StoreError as exc:
             # The route would spend a second store_timeout to say the same: fail closed now.
-            failure = exc if isinstance(exc, StoreError) else StoreError("store did not answer in time")
-            self.store_alarm(request_id, failure)
+            self.store_alarm(request_id, exc)
             return self._unavailable(request_id)
 
     @functools.cached_property
     def _policy_text(self) -> str:
         return policy_header(self.policy.gate.limits)
 
-    def _spent(self, rid: str, spent: Spent, now: float) -> Outcome:
-        """What :meth:`_refused` says for a client denial, from a cached entry."""
-        left = spent.until - now
+    def _exhausted(self, rid: str, until: float, limit: Limit, now: float) -> Outcome:
+        """The 429 for a client whose own ``limit`` is spent until ``until``.
+
+        Built from two numbers, so the spent-key cache and a fresh decision give the
+        same answer without evaluating headers from a whole decision.
+        """
+        left = until - now
         retry = max(1, math.ceil(left))
         headers = {
             "Retry-After": str(retry),
             "RateLimit-Policy": self._policy_text,
-            "RateLimit": f'"{spent.limit}";r=0;t={math.ceil(left)}',
+            "RateLimit": f'"{limit}";r=0;t={math.ceil(left)}',
         }
         return error(
             429,
