@@ -46,6 +46,15 @@ def parse_duration(text: str) -> int:
     return Limit.parse(f"1/{text}").window
 
 
+def _check_limits(texts: list[str]) -> None:
+    """Every limit parses; pydantic wants a ValueError naming what is wrong."""
+    for text in texts:  # Limit.parse, not parse_limits: an empty entry is an error here
+        try:
+            Limit.parse(text)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from exc
+
+
 class ParamSpec(BaseModel):
     """One allow-listed request parameter; anything not listed is refused with 400."""
 
@@ -122,11 +131,7 @@ class Settings(BaseSettings):
     @field_validator("limits", "budget")
     @classmethod
     def _limits_parse(cls, value: list[str]) -> list[str]:
-        for text in value:
-            try:
-                Limit.parse(text)
-            except ConfigurationError as exc:
-                raise ValueError(str(exc)) from exc
+        _check_limits(value)
         return value
 
     @field_validator("limits")
@@ -144,11 +149,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"prefix {prefix} must be between 16 and 128, e.g. 56 or 48")
             if not texts:
                 raise ValueError(f"prefix {prefix} needs at least one limit, e.g. ['10/7d']")
-            for text in texts:
-                try:
-                    Limit.parse(text)
-                except ConfigurationError as exc:
-                    raise ValueError(str(exc)) from exc
+            _check_limits(texts)
         return value
 
     @field_validator("trusted_proxies", "allow", "deny")
