@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -27,13 +26,13 @@ from triggergate.ratelimit_headers import policy_header
 from triggergate.service import Service
 from triggergate.settings import Settings, load_settings
 from triggergate.web.admin import admin_routes
+from triggergate.web.body import MAX_BODY, parse_payload
 from triggergate.web.fastpath import FastDeny
 from triggergate.web.limits import HeadLimit
 from triggergate.web.openapi import openapi_document
 from triggergate.web.page import (
     FORM_TYPE,
     Static,
-    form_payload,
     page_response,
     prefers_html,
 )
@@ -42,7 +41,6 @@ from triggergate.wiring import build_service
 
 log = logging.getLogger("triggergate.web")
 
-MAX_BODY = 4096
 REQUEST_ID = "triggergate.request_id"
 
 
@@ -165,20 +163,10 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
             body = await read_body(request)
         except _TooLarge:
             return reply(error(413, "body_too_large", f"the body may be at most {MAX_BODY} bytes", rid))
-        payload = None
-        if body.strip():
-            if form:
-                try:
-                    payload = form_payload(body)
-                except RequestError as exc:
-                    return reply(error(exc.status, exc.code, exc.detail, rid))
-            elif ctype != "application/json":
-                return respond(error(415, "unsupported_media_type", "send JSON (application/json)", rid))
-            else:
-                try:
-                    payload = json.loads(body)
-                except (ValueError, UnicodeDecodeError):
-                    return respond(error(400, "bad_json", "the body is not valid JSON", rid))
+        try:
+            payload = parse_payload(ctype, body)
+        except RequestError as exc:
+            return reply(error(exc.status, exc.code, exc.detail, rid))
         outcome = await svc.trigger(_trigger_request(request, payload))
         DECISIONS.labels(outcome.body.get("error") or outcome.body.get("status", "accepted")).inc()
         LATENCY.observe(time.perf_counter() - started)
