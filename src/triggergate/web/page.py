@@ -215,4 +215,7 @@ async def page_response(settings: Settings, svc: Service, request: TriggerReques
         paused = None  # the quota line below says the store could not be read
     quota = await svc.quota(request)
     html = render_page(settings, svc.backend.name, quota, paused)
-    return HTMLResponse(html, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
+    # The quota was just read: its rate headers go out as they are, so the request-id
+    # middleware does not read the store a second time to add them.
+    rate = {k: v for k, v in quota.headers.items() if k.startswith("RateLimit")}
+    return HTMLResponse(html, headers={**SECURITY_HEADERS, **rate, "Cache-Control": "no-store"})
