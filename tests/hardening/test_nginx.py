@@ -39,7 +39,7 @@ def _wrapper(prefix: Path, site: str) -> str:
 @pytest.fixture
 def behind_nginx(tmp_path: Path) -> Iterator[tuple[str, AppServer]]:
     """triggergate (trusted_proxies=127.0.0.1/32) behind the example, timeouts cut to 1 s."""
-    binary = require_binary("nginx", "apt-get install -y nginx")
+    binary = require_binary("nginx")
     env = base_env(tmp_path, TRIGGERGATE_TRUSTED_PROXIES="127.0.0.1/32")
     env["TRIGGERGATE_PIPELINE"] = "noop://"
     with serving(tmp_path, env) as app:

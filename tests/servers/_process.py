@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
+
+SYSTEM_DEPS = Path(__file__).resolve().parents[2] / "scripts" / "system-deps.txt"
 
 
 def free_port() -> int:
@@ -19,15 +23,36 @@ def free_port() -> int:
         return port
 
 
-def require_binary(path: str, install: str) -> str:
-    """The binary's path; a failure under CI, else a skip naming the install command."""
-    found = shutil.which(path)
-    if found:
-        return found
-    message = f"{path} is not installed; install it with: {install}"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+def system_deps() -> dict[str, str]:
+    """binary -> Debian package, from the one list the setup script installs from."""
+    listed: dict[str, str] = {}
+    for line in SYSTEM_DEPS.read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if fields and not fields[0].startswith("#"):
+            listed[fields[0]] = fields[1]
+    return listed
+
+
+def require_binary(name: str) -> str:
+    """The path of a binary from ``scripts/system-deps.txt``; a test failure when it is missing.
+
+    ``make test`` installs every listed binary first (``scripts/system-deps.sh``), so a
+    missing one is a broken setup, never a reason to skip. Searched where the setup
+    script searches: PATH, the sbin folders, and Debian's PostgreSQL folder.
+    """
+    listed = system_deps()
+    if name not in listed:
+        pytest.fail(f"{name} is not in {SYSTEM_DEPS.name}: list it there so the setup installs it")
+    postgres = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version)[-1:]
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", *postgres])
+    found = shutil.which(name, path=search)
+    if found is None:
+        pytest.fail(f"{name} is not installed: run `make system-deps` (apt-get install -y {listed[name]})")
+    return found
+
+
+def _version(folder: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in Path(folder).parent.name.split(".") if part.isdigit())
 
 
 def wait_for_port(port: int, timeout: float = 15.0) -> None:

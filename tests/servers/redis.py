@@ -21,8 +21,6 @@ import redis
 from tests.servers._process import free_port, require_binary, stop_pid, wait_for_port
 from tests.servers.smtp import TLSFiles, tls_files
 
-INSTALL = "apt-get install -y redis-server"
-
 
 class RedisServer:
     """One redis-server process; ``url`` points at database 0."""
@@ -93,7 +91,7 @@ class RedisServer:
 @contextlib.contextmanager
 def running(tls: bool = False) -> Iterator[RedisServer]:
     """A redis-server in a fresh temporary directory (TLS-only with a throwaway CA if asked)."""
-    binary = require_binary("redis-server", INSTALL)
+    binary = require_binary("redis-server")
     with tempfile.TemporaryDirectory(prefix="tg-redis-") as folder:
         server = RedisServer(binary, Path(folder), tls_files(Path(folder)) if tls else None)
         server.start()
@@ -105,6 +103,6 @@ def running(tls: bool = False) -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    """A running redis-server for the whole session (a failure under CI when missing)."""
+    """A running redis-server for the whole session (a test failure when it is missing)."""
     with running() as server:
         yield server

@@ -18,13 +18,13 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_playwright
 
+from tests.servers._process import require_binary
 from tests.servers.app import AppServer, start_app
 from tests.servers.webhook import WebhookServer, webhook_server
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
 ARGS = [
     "--headless",
     "--no-sandbox",
@@ -43,8 +43,6 @@ ELAPSED = re.compile(r"^0:0[0-9]$")
 
 @pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
     with sync_playwright() as pw:
         yield pw
 
@@ -58,7 +56,7 @@ def browser(playwright: Playwright, tmp_path: Path) -> Iterator[Callable[..., Br
         profile = tmp_path / f"profile-{len(contexts)}"
         context = playwright.chromium.launch_persistent_context(
             str(profile),
-            executable_path=CHROMIUM,
+            executable_path=require_binary("chromium"),
             args=ARGS,
             headless=True,
             java_script_enabled=js,
