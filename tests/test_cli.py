@@ -9,7 +9,7 @@ from click.testing import CliRunner, Result
 from starlette.testclient import TestClient
 
 from triggergate.cli import main
-from triggergate.settings import Settings
+from triggergate.settings import Settings, load_settings
 from triggergate.web.app import create_app
 
 
@@ -185,3 +185,69 @@ def test_serve_names_an_unreachable_shared_store_and_masks_its_password(
     assert result.exit_code == 2
     assert "store unavailable" in result.output and "127.0.0.1:9" in result.output
     assert "s3cret-pass" not in result.output
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param("hunter2-hunter2-hunter2", id="short"),
+        pytest.param("passwordpasswordpasswordpassword", id="repetitive"),
+        pytest.param("01" * 40, id="two-characters"),
+    ],
+)
+@pytest.mark.parametrize("command", ["check-config", "serve"])
+def test_a_weak_admin_token_exits_2_naming_the_key_and_the_generator(
+    env: Path, monkeypatch: pytest.MonkeyPatch, token: str, command: str
+) -> None:
+    """check-config and serve refuse a weak token before anything starts: exit 2, the key,
+    how to generate a good one, and never the token."""
+    monkeypatch.setenv("TRIGGERGATE_ADMIN_TOKEN", token)
+    result = run(command)
+    assert result.exit_code == 2
+    assert "admin_token (TRIGGERGATE_ADMIN_TOKEN)" in result.output
+    assert 'python -c "import secrets; print(secrets.token_urlsafe(32))"' in result.output
+    assert token not in result.output
+
+
+def test_a_weak_admin_token_in_a_file_is_refused_the_same_way(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TRIGGERGATE_ADMIN_TOKEN_FILE goes through the same rule."""
+    secret = env / "admin-token"
+    secret.write_text("short\n")
+    monkeypatch.setenv("TRIGGERGATE_ADMIN_TOKEN_FILE", str(secret))
+    result = run("check-config")
+    assert result.exit_code == 2 and "at least 32 are required" in result.output
+
+
+def test_a_strong_admin_token_and_the_operator_settings_are_accepted(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generated token passes; the sign-in limits and metrics networks come from the
+    environment as comma-separated lists, like every list setting."""
+    monkeypatch.setenv("TRIGGERGATE_ADMIN_TOKEN", "Qm3vT8yKc1pZr6WnX0aLd4sEh7uJf2gBiN5oV9tRwYe")
+    monkeypatch.setenv("TRIGGERGATE_ADMIN_LOGIN_LIMITS", "5/10m, 20/1d")
+    monkeypatch.setenv("TRIGGERGATE_ADMIN_LOGIN_BUDGET", "50/1h")
+    monkeypatch.setenv("TRIGGERGATE_METRICS_ALLOW", "10.1.0.0/16,::1/128")
+    assert run("check-config").exit_code == 0
+    settings = load_settings()
+    assert settings.admin_login_limits == ["5/10m", "20/1d"]
+    assert settings.admin_login_budget == ["50/1h"]
+    assert settings.metrics_allow == ["10.1.0.0/16", "::1/128"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("TRIGGERGATE_ADMIN_LOGIN_LIMITS", "", "at least one limit is required"),
+        ("TRIGGERGATE_ADMIN_LOGIN_BUDGET", "10/1x", "units s, m, h, d, w"),
+        ("TRIGGERGATE_METRICS_ALLOW", "10.0.0.300/8", "CIDR"),
+    ],
+)
+def test_bad_operator_settings_exit_2_naming_the_key(
+    env: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    """An empty sign-in limit, a bad limit or a bad network is named, with what is allowed."""
+    monkeypatch.setenv(name, value)
+    result = run("check-config")
+    assert result.exit_code == 2 and name in result.output and expected in result.output

@@ -16,6 +16,7 @@ from triggergate.identity import (
     network_key,
     parse_address,
     resolve_client,
+    resolve_scheme,
     wider_keys,
 )
 
@@ -404,3 +405,49 @@ def test_trusted_proxies_list_is_frozen_into_a_tuple() -> None:
     policy = IdentityPolicy(trusted_proxies=[ipaddress.ip_network("10.0.0.0/8")])  # type: ignore[arg-type]
     assert policy.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"),)
     assert hash(policy) == hash(IdentityPolicy(trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),)))
+
+
+P = "x-forwarded-proto"
+# fmt: off
+SCHEME_CASES = [
+    pytest.param("http", OPEN, "203.0.113.7", [(P, "https")], "http",
+                 id="no-trusted-proxy:forwarded-proto-is-ignored"),
+    pytest.param("https", OPEN, "203.0.113.7", [(P, "http")], "https",
+                 id="no-trusted-proxy:the-connection-scheme-counts"),
+    pytest.param("http", XFF, "198.51.100.77", [(X, C), (P, "https")], "http",
+                 id="untrusted-peer:forwarded-proto-is-ignored"),
+    pytest.param("http", XFF, "10.0.0.5", [(X, C), (P, "https")], "https",
+                 id="trusted-proxy:its-proto-for-the-client-hop"),
+    pytest.param("http", XFF, "10.0.0.5", [(X, f"6.6.6.6, {C}"), (P, "https")], "https",
+                 id="trusted-proxy:client-prepended-hops-do-not-shift-the-proto"),
+    pytest.param("http", XFF, "10.0.0.5", [(X, f"{C}, 10.0.0.9"), (P, "https, http")], "https",
+                 id="two-trusted-hops:the-outer-proxy-entry-counts"),
+    pytest.param("http", XFF, "10.0.0.5", [(X, f"{C}, 10.0.0.9"), (P, "https")], "http",
+                 id="two-trusted-hops:no-entry-for-the-client-hop-means-the-connection"),
+    pytest.param("http", XFF, "10.0.0.5", [(X, C), (P, "gopher")], "http",
+                 id="trusted-proxy:unknown-proto-means-the-connection"),
+    pytest.param("http", XFF, "10.0.0.5", [(P, "https")], "http",
+                 id="trusted-proxy:no-forwarded-for-means-the-peer-is-the-client"),
+    pytest.param("http", XFF, "10.0.0.5", [(X, "garbage"), (P, "https")], "http",
+                 id="trusted-proxy:unreadable-hop-means-the-connection-never-an-error"),
+    pytest.param("http", XFF, "10.0.0.5", [(X, C), (F, "for=1.2.3.4;proto=https")], "http",
+                 id="xff-mode:the-forwarded-header-is-ignored"),
+    pytest.param("http", FWD, "10.0.0.5", [(F, f"for={C};proto=https")], "https",
+                 id="forwarded:proto-of-the-client-element"),
+    pytest.param("http", FWD, "10.0.0.5", [(F, f'for="{C}";proto="HTTPS", for=10.0.0.9;proto=http')],
+                 "https", id="forwarded:quoted-and-case-insensitive-past-a-trusted-hop"),
+    pytest.param("http", FWD, "10.0.0.5", [(F, f"for=6.6.6.6;proto=https, for={C};proto=http")], "http",
+                 id="forwarded:a-client-written-element-is-never-reached"),
+    pytest.param("http", FWD, "10.0.0.5", [(F, f"for={C}"), (P, "https")], "http",
+                 id="forwarded-mode:x-forwarded-proto-is-ignored"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("transport", "policy", "peer", "headers", "expected"), SCHEME_CASES)
+def test_scheme_follows_the_trusted_proxy_rule(
+    transport: str, policy: IdentityPolicy, peer: str, headers: list[tuple[str, str]], expected: str
+) -> None:
+    """The scheme comes from a forwarded header only behind a trusted proxy, read at the
+    hop where the client-address walk stops; anything else is the connection's."""
+    assert resolve_scheme(transport, peer, headers, policy) == expected

@@ -79,6 +79,18 @@ class AlertText:
             attributes={"event": "budget_exhausted", "pipeline": self.pipeline},
         )
 
+    def admin_login_limited(self, limits: str, at: float) -> Alert:
+        return Alert(
+            event="admin_login_limited",
+            subject="Operator sign-in limit reached",
+            body=(
+                f"Pipeline: {self.pipeline}\nFailed operator sign-ins reached the global limit "
+                f"{limits}; every sign-in to /admin is refused until it frees up. Someone may be "
+                f"guessing the admin token.\nTime: {iso(at)}"
+            ),
+            attributes={"event": "admin_login_limited", "pipeline": self.pipeline},
+        )
+
     def run_finished(self, run_id: str, state: str, at: float) -> Alert:
         return Alert(
             event=f"run_{state}",

@@ -11,7 +11,15 @@ from triggergate.quota import Check, Limit
 from triggergate.stores.base import Doc, Store
 
 BUDGET_KEY = "g:budget"
+BUDGET_ALERT = ("flag", "budget_alert")  # marker: the budget alert of this window was sent
 KILL_SWITCH = ("flag", "kill_switch")
+# Failed operator sign-ins (web/admin_auth.py), counted like triggers: per client as
+# ADMIN_LOGIN_PREFIX + the client key, and over all clients under ADMIN_LOGIN_KEY.
+ADMIN_LOGIN_PREFIX = "a:"
+ADMIN_LOGIN_KEY = "g:admin_login"
+ADMIN_LOGIN_ALERT = ("flag", "admin_login_alert")  # marker: the trip alert of this window was sent
+ADMIN_LOGIN_PURPOSE = "admin_login"  # the ledger ``purpose`` of a sign-in reservation
+REVOKED_SESSION = "admin_session_revoked"  # record kind: an operator session ended by sign-out
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -6,6 +6,10 @@ everything left of the first untrusted hop is text the client chose. IPv6 client
 keyed by their /64 (configurable), IPv4-mapped IPv6 is IPv4, ports and zone ids are
 dropped. Anything unparseable is a 400, never a fallback onto a shared key.
 
+The scheme the client used (``resolve_scheme``: for the session cookie's ``Secure`` and
+for HSTS) follows the same rule: the transport's own, unless the peer is a trusted
+proxy; then the one recorded for the hop the walk stops at.
+
 Accepted address text: ``a.b.c.d`` (each octet 1-3 decimal digits, so ``010`` is ten,
 never octal), ``a.b.c.d:port``, RFC 4291 IPv6 text in any case or compression (an
 embedded IPv4 tail read as above), ``[v6]`` and ``[v6]:port``, ``%zone`` suffixes on IPv6, and
@@ -137,9 +141,48 @@ def resolve_client(peer: str | None, headers: Sequence[tuple[str, str]], policy:
                 return Client(_V4(packed), _finish(f"{a}.{b}.{c}.{d}", policy._mac))
     address = parse_address(peer)
     if policy.trusted_proxies and policy.trusts(address):
-        address = _walk(address, headers, policy)
+        address, _ = _walk(address, headers, policy)
     prefix = policy.ipv4_prefix if address.version == 4 else policy.ipv6_prefix
     return Client(address, _key(address, prefix, policy._mac))
+
+
+def resolve_scheme(
+    transport: str, peer: str | None, headers: Sequence[tuple[str, str]], policy: IdentityPolicy
+) -> Literal["http", "https"]:
+    """The scheme the client used to reach the first proxy we trust, or us.
+
+    ``transport`` is the connection's own scheme (ASGI ``scope["scheme"]``). Only
+    when the peer is a trusted proxy are forwarded headers read, walked exactly as
+    :func:`resolve_client` walks them; the scheme is the one recorded at the hop
+    the walk stops at, counted from the right: with ``forwarded``, that element's
+    ``proto=``; with ``x-forwarded-for``, the ``X-Forwarded-Proto`` entry at the
+    same position from the right (each proxy appends both, or the one proxy sets
+    both). Anything missing, unreadable or other than http/https: ``transport``.
+    Never raises.
+    """
+    own: Literal["http", "https"] = "https" if transport.lower() in ("https", "wss") else "http"
+    if not policy.trusted_proxies or not isinstance(peer, str):
+        return own
+    address = _parse(peer)
+    if address is None or not policy.trusts(address):
+        return own
+    try:
+        _, depth = _walk(address, headers, policy)
+    except RequestError:
+        return own
+    protos: list[str | None] = []
+    for name, value in headers:
+        name = name.lower()
+        if policy.header == "forwarded" and name == "forwarded":
+            protos.extend(_forwarded_param(value, "proto"))
+        elif policy.header == "x-forwarded-for" and name == "x-forwarded-proto":
+            protos.extend(value.split(","))
+    if not 0 < depth <= len(protos):
+        return own  # the peer itself is the client, or no proto was recorded for its hop
+    proto = (protos[-depth] or "").strip().lower()
+    if proto == "https":
+        return "https"
+    return "http" if proto == "http" else own
 
 
 def network_key(address: IPAddress, prefix_v4: int, prefix_v6: int) -> IPNetwork:
@@ -194,31 +237,35 @@ def _finish(text: str, mac: hmac.HMAC | None) -> str:
     return "h:" + digest.hexdigest()[:32]
 
 
-def _walk(peer: IPAddress, headers: Sequence[tuple[str, str]], policy: IdentityPolicy) -> IPAddress:
+def _walk(
+    peer: IPAddress, headers: Sequence[tuple[str, str]], policy: IdentityPolicy
+) -> tuple[IPAddress, int]:
+    """The client, and its hop's position from the right (1: the last entry; 0: the peer)."""
     hops: list[str | None] = []
     for name, value in headers:
         if name.lower() == policy.header:
-            hops.extend(_forwarded_for(value) if policy.header == "forwarded" else value.split(","))
-    client = peer
-    for hop in reversed(hops):
+            hops.extend(_forwarded_param(value, "for") if policy.header == "forwarded" else value.split(","))
+    client, at = peer, len(hops)
+    for i in range(len(hops) - 1, -1, -1):
+        hop = hops[i]
         if hop is None:
             raise _bad_address()
         if not hop.strip():
             continue  # empty list elements are ignored (RFC 9110 section 5.6.1)
-        client = parse_address(hop)
+        client, at = parse_address(hop), i
         if not policy.trusts(client):
-            return client
-    return client
+            break
+    return client, len(hops) - at
 
 
-def _forwarded_for(value: str) -> list[str | None]:
-    """The ``for=`` node of each element of one RFC 7239 header value, in order.
+def _forwarded_param(value: str, param: str) -> list[str | None]:
+    """The ``param`` (``for``, ``proto``) of each element of one RFC 7239 header value, in order.
 
-    "" marks an empty element (skipped); None an element whose ``for`` is missing,
-    repeated or badly quoted (a 400 if the walk reaches it).
+    "" marks an empty element (skipped); None an element whose ``param`` is missing,
+    repeated or badly quoted (for ``for``, a 400 if the walk reaches it).
     """
     if '"' not in value:
-        return [_element_for(element.split(";")) for element in value.split(",")]
+        return [_element_param(element.split(";"), param) for element in value.split(",")]
     found: list[str | None] = []
     pairs: list[str] = []
     start, i, quoted = 0, 0, False
@@ -235,15 +282,15 @@ def _forwarded_for(value: str) -> list[str | None]:
             pairs.append(value[start:i])
             start = i + 1
             if char == ",":
-                found.append(_element_for(pairs))
+                found.append(_element_param(pairs, param))
                 pairs = []
         i += 1
     pairs.append(value[start:])
-    found.append(None if quoted else _element_for(pairs))
+    found.append(None if quoted else _element_param(pairs, param))
     return found
 
 
-def _element_for(pairs: list[str]) -> str | None:
+def _element_param(pairs: list[str], param: str) -> str | None:
     node: str | None = None
     empty = True
     for pair in pairs:
@@ -253,7 +300,7 @@ def _element_for(pairs: list[str]) -> str | None:
                 return None
             continue
         empty = False
-        if name.strip().lower() == "for":
+        if name.strip().lower() == param:
             if node is not None:
                 return None
             node = _unquote(raw.strip())

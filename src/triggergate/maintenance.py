@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from triggergate.audit import audit_record
 from triggergate.errors import StoreError
+from triggergate.gate import ADMIN_LOGIN_PURPOSE
 from triggergate.runs import started_records
 from triggergate.stores.base import Batch, Record
 
@@ -33,6 +34,11 @@ class Maintenance:
         handled = 0
         for entry in await svc.store.pending(svc.clock() - svc.policy.reconcile_after):
             rid = entry["rid"]
+            if entry.get("purpose") == ADMIN_LOGIN_PURPOSE:
+                # A sign-in attempt cut off between its charge and its answer: it stays
+                # charged (a guess may have been compared); there is no run to look for.
+                await svc.store.apply(Batch(settle=rid))
+                continue
             now = svc.clock()
             # Held by one replica; if it dies meanwhile, another retries after the claim lapses.
             claim = Record("reconciling", rid, {"at": now}, expires=now + svc.policy.backend_timeout + 30)

@@ -21,7 +21,7 @@ from triggergate.backends.base import Backend, Started, StartRequest
 from triggergate.clock import Clock
 from triggergate.errors import BackendError, BackendRefused, RequestError, StoreError
 from triggergate.failclosed import StoreAlarm, within
-from triggergate.gate import BUDGET_KEY, Gate, KillSwitch
+from triggergate.gate import BUDGET_ALERT, BUDGET_KEY, Gate, KillSwitch
 from triggergate.idempotency import IdempotencyKeys
 from triggergate.identity import Client, IdentityPolicy, resolve_client
 from triggergate.maintenance import Maintenance
@@ -32,6 +32,7 @@ from triggergate.models import (
     error,
     validate_params,
 )
+from triggergate.notifiers.base import Alert
 from triggergate.outbox import Outbox
 from triggergate.quota import Decision, Limit
 from triggergate.ratelimit_headers import policy_header, rate_headers
@@ -79,6 +80,7 @@ class Service:
             store, clock, policy.idempotency_ttl, policy.backend_timeout + 5, self._store
         )
         self.maintenance = Maintenance(self)
+        self._alerted: dict[tuple[str, str], float] = {}  # marker -> until, see alert_once
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -196,12 +198,32 @@ class Service:
 
     async def _budget_alert(self, decision: Decision, retry: int) -> None:
         """One alert per exhausted budget window, whichever replica sees it first."""
-        marker = Record("flag", "budget_alert", {"at": decision.now}, expires=decision.now + retry)
-        if await self._store(self.store.put_new(marker)):
-            budget = ",".join(str(limit) for limit in self.policy.gate.budget)
-            alert = self.alerts.budget_exhausted(budget, decision.now)
-            await self._store(self.store.apply(Batch(outbox=self.outbox.items_for(alert))))
+        budget = ",".join(str(limit) for limit in self.policy.gate.budget)
+        alert = self.alerts.budget_exhausted(budget, decision.now)
+        await self.alert_once(BUDGET_ALERT, decision.now, decision.now + retry, alert)
+
+    async def alert_once(
+        self, marker: tuple[str, str], now: float, until: float, alert: Alert, records: Sequence[Record] = ()
+    ) -> bool:
+        """Send ``alert`` (and write ``records``) once until ``until``, across every replica.
+
+        The first to write the ``marker`` record (``put_new``, expiring at ``until``)
+        sends; the others, and this process until then, send nothing. True if sent.
+        """
+        if self._alerted.get(marker, float("-inf")) > now:
+            return False  # this process already saw the marker: not even a store call
+        kind, name = marker
+        written = await self._store(self.store.put_new(Record(kind, name, {"at": now}, expires=until)))
+        self._alerted[marker] = until
+        if written:
+            batch = Batch(records=list(records), outbox=self.outbox.items_for(alert))
+            await self._store(self.store.apply(batch))
             self.outbox.wake()
+        return written
+
+    async def store_call(self, call: Awaitable[T]) -> T:
+        """A store call within the fail-closed budget (``store_timeout``), for the web layer."""
+        return await self._store(call)
 
     async def _start(
         self, rid: str, client: Client, params: dict[str, str], decision: Decision, idem: str | None

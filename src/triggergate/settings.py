@@ -29,9 +29,13 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from triggergate.errors import ConfigurationError
 from triggergate.quota import Limit, parse_limits
+from triggergate.tokens import token_problem
 
 SECRET_KEYS = ("admin_token", "key_secret")
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+# Who may read /metrics without the admin token: loopback and the private ranges
+# (RFC 1918, RFC 4193 unique local), where a Prometheus scraper usually sits.
+METRICS_ALLOW = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
 
 
 def _split(value: Any) -> Any:
@@ -79,7 +83,9 @@ class ParamSpec(BaseModel):
 class Settings(BaseSettings):
     """Every setting, its default and its environment variable (``TRIGGERGATE_<KEY>``)."""
 
-    model_config = SettingsConfigDict(env_prefix="TRIGGERGATE_", extra="forbid")
+    # Inputs stay out of the error's own text (a traceback would print a secret's
+    # value); describe_errors shows every non-secret value itself.
+    model_config = SettingsConfigDict(env_prefix="TRIGGERGATE_", extra="forbid", hide_input_in_errors=True)
 
     store: str = "sqlite:///./triggergate.db"
     pipeline: str = "noop://"
@@ -110,6 +116,9 @@ class Settings(BaseSettings):
     description: str = "Start the pipeline. Each visitor may press a limited number of times."
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     admin_token: SecretStr | None = None
+    admin_login_limits: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["10/1h"])
+    admin_login_budget: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["100/1h"])
+    metrics_allow: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(METRICS_ALLOW))
     key_secret: SecretStr | None = None
 
     @classmethod
@@ -125,20 +134,42 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
     _split_lists = field_validator(
-        "notify", "limits", "budget", "trusted_proxies", "allow", "deny", mode="before"
+        "notify",
+        "limits",
+        "budget",
+        "trusted_proxies",
+        "allow",
+        "deny",
+        "admin_login_limits",
+        "admin_login_budget",
+        "metrics_allow",
+        mode="before",
     )(_split)
 
-    @field_validator("limits", "budget")
+    @field_validator("limits", "budget", "admin_login_limits", "admin_login_budget")
     @classmethod
     def _limits_parse(cls, value: list[str]) -> list[str]:
         _check_limits(value)
         return value
 
-    @field_validator("limits")
+    @field_validator("limits", "admin_login_limits", "admin_login_budget")
     @classmethod
-    def _limits_present(cls, value: list[str]) -> list[str]:
+    def _limits_present(cls, value: list[str], info: ValidationInfo) -> list[str]:
         if not value:
-            raise ValueError("at least one per-client limit is required, e.g. 3/7d")
+            example = "3/7d" if info.field_name == "limits" else "10/1h"
+            raise ValueError(f"at least one limit is required, e.g. {example}")
+        return value
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _admin_token_strong(cls, value: Any) -> Any:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text == "":  # an empty variable means "not set": no operator view
+            return None
+        if isinstance(text, str):
+            problem = token_problem(text)
+            if problem:
+                raise ValueError(problem)
         return value
 
     @field_validator("ipv6_wider_caps")
@@ -152,7 +183,7 @@ class Settings(BaseSettings):
             _check_limits(texts)
         return value
 
-    @field_validator("trusted_proxies", "allow", "deny")
+    @field_validator("trusted_proxies", "allow", "deny", "metrics_allow")
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
         for text in value:
@@ -210,6 +241,14 @@ class Settings(BaseSettings):
     @property
     def budget_limits(self) -> tuple[Limit, ...]:
         return parse_limits(self.budget)
+
+    @property
+    def admin_login_limit_values(self) -> tuple[Limit, ...]:
+        return parse_limits(self.admin_login_limits)
+
+    @property
+    def admin_login_budget_limits(self) -> tuple[Limit, ...]:
+        return parse_limits(self.admin_login_budget)
 
     @staticmethod
     def networks(texts: list[str]) -> Networks:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -16,6 +19,7 @@ import pytest
 from tests.hardening.support import base_env, serving
 from tests.servers._process import free_port, require_binary, stop_pid, wait_for_port
 from tests.servers.app import AppServer
+from tests.servers.smtp import tls_files
 
 pytestmark = [pytest.mark.slow, pytest.mark.sqlite]
 
@@ -36,17 +40,32 @@ def _wrapper(prefix: Path, site: str) -> str:
     )
 
 
-@pytest.fixture
-def behind_nginx(tmp_path: Path) -> Iterator[tuple[str, AppServer]]:
-    """triggergate (trusted_proxies=127.0.0.1/32) behind the example, timeouts cut to 1 s."""
+@dataclass(frozen=True)
+class Proxied:
+    """triggergate behind the example: nginx's plain and TLS addresses, the CA to trust."""
+
+    http: str
+    https: str
+    ca: Path
+    app: AppServer
+
+
+@contextlib.contextmanager
+def nginx_in_front(tmp_path: Path, **extra: str) -> Iterator[Proxied]:
+    """triggergate (trusted_proxies=127.0.0.1/32, plus ``extra``) behind the example, with
+    a throwaway CA's certificate for 127.0.0.1 on the TLS listener, timeouts cut to 1 s."""
     binary = require_binary("nginx")
-    env = base_env(tmp_path, TRIGGERGATE_TRUSTED_PROXIES="127.0.0.1/32")
+    env = base_env(tmp_path, TRIGGERGATE_TRUSTED_PROXIES="127.0.0.1/32", **extra)
     env["TRIGGERGATE_PIPELINE"] = "noop://"
+    tls = tls_files(tmp_path)
     with serving(tmp_path, env) as app:
-        port = free_port()
+        port, tls_port = free_port(), free_port()
         site = EXAMPLE.read_text()
         site = site.replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{app.port};")
         site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+        site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{tls_port} ssl;")
+        site = site.replace("/etc/ssl/triggergate/fullchain.pem", str(tls.cert))
+        site = site.replace("/etc/ssl/triggergate/privkey.pem", str(tls.key))
         for directive in TIMEOUT_DIRECTIVES:  # the shipped 10 s, shortened for a quick test
             site = site.replace(f"{directive} 10s;", f"{directive} 1s;")
         conf = tmp_path / "nginx.conf"
@@ -58,10 +77,18 @@ def behind_nginx(tmp_path: Path) -> Iterator[tuple[str, AppServer]]:
         )
         try:
             wait_for_port(port)
-            yield f"http://127.0.0.1:{port}", app
+            wait_for_port(tls_port)
+            yield Proxied(f"http://127.0.0.1:{port}", f"https://127.0.0.1:{tls_port}", tls.ca, app)
         finally:
             stop_pid(proc.pid, timeout=5)
             proc.wait(timeout=5)
+
+
+@pytest.fixture
+def behind_nginx(tmp_path: Path) -> Iterator[tuple[str, AppServer]]:
+    """The example in front of triggergate; its plain-http address."""
+    with nginx_in_front(tmp_path) as proxied:
+        yield proxied.http, proxied.app
 
 
 def test_the_example_configures_every_slow_client_defence() -> None:
@@ -71,6 +98,7 @@ def test_the_example_configures_every_slow_client_defence() -> None:
         assert re.search(rf"^\s*{directive}\b", text, re.M), directive
     assert re.search(r"^\s*client_max_body_size 4k;", text, re.M)
     assert "$proxy_add_x_forwarded_for" in text
+    assert re.search(r"^\s*proxy_set_header X-Forwarded-Proto \$scheme;", text, re.M)
 
 
 async def test_prepended_fake_forwarded_entries_change_nothing(
@@ -145,3 +173,63 @@ def test_slow_header_and_slow_body_clients_are_cut_off(
     assert 0.8 < waited < 4
     assert not data.startswith(b"HTTP/1.1 202")
     assert not (app.log.parent / "started.txt").exists()
+
+
+TOKEN = "Qm3vT8yKc1pZr6WnX0aLd4sEh7uJf2gBiN5oV9tRwYe"
+
+
+def _trust(ca: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca))
+
+
+async def test_over_tls_the_session_cookie_is_a_secure_host_cookie_with_hsts(tmp_path: Path) -> None:
+    """Signed in through nginx's TLS listener, the cookie is __Host-, Secure, HttpOnly,
+    Path=/ without Domain, and the answer carries HSTS; through the plain listener it is
+    neither, even when the client writes X-Forwarded-Proto: https itself."""
+    with nginx_in_front(tmp_path, TRIGGERGATE_ADMIN_TOKEN=TOKEN) as proxied:
+        async with httpx.AsyncClient(verify=_trust(proxied.ca), timeout=10) as http:
+            signed_in = await http.post(f"{proxied.https}/admin/login", data={"token": TOKEN})
+            plain = await http.post(
+                f"{proxied.http}/admin/login", data={"token": TOKEN}, headers={"X-Forwarded-Proto": "https"}
+            )
+    assert signed_in.status_code == 303
+    cookie = signed_in.headers["set-cookie"]
+    assert cookie.startswith("__Host-triggergate_admin=")
+    assert all(part in cookie for part in ("Secure", "HttpOnly", "Path=/;", "SameSite=strict"))
+    assert "Domain" not in cookie
+    assert signed_in.headers["strict-transport-security"] == "max-age=31536000"
+    assert plain.status_code == 303
+    assert plain.headers["set-cookie"].startswith("triggergate_admin=")
+    assert "Secure" not in plain.headers["set-cookie"]
+    assert "strict-transport-security" not in plain.headers
+
+
+async def test_behind_tls_a_signed_out_cookie_is_refused(tmp_path: Path) -> None:
+    """A copy of the session cookie taken before signing out opens nothing afterwards."""
+    with nginx_in_front(tmp_path, TRIGGERGATE_ADMIN_TOKEN=TOKEN) as proxied:
+        async with httpx.AsyncClient(verify=_trust(proxied.ca), timeout=10) as http:
+            signed_in = await http.post(f"{proxied.https}/admin/login", data={"token": TOKEN})
+            name, _, rest = signed_in.headers["set-cookie"].partition("=")
+            copied = {"cookie": f"{name}={rest.split(';')[0]}"}
+            page = await http.get(f"{proxied.https}/admin", headers=copied)
+            csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+            assert page.status_code == 200 and csrf is not None
+            out = await http.post(f"{proxied.https}/admin/logout", data={"csrf": csrf[1]}, headers=copied)
+            assert out.status_code == 303
+        async with httpx.AsyncClient(verify=_trust(proxied.ca), timeout=10) as thief:
+            after = await thief.get(f"{proxied.https}/admin", headers=copied)
+    assert after.status_code == 401 and "Operator view" not in after.text
+
+
+async def test_behind_nginx_metrics_follow_the_client_address_not_the_proxy(tmp_path: Path) -> None:
+    """With metrics_allow=127.0.0.1/32, a client at 127.0.4.7 is refused through nginx
+    (whose own address is allowed), and a client at 127.0.0.1 is served."""
+    with nginx_in_front(tmp_path, TRIGGERGATE_METRICS_ALLOW="127.0.0.1/32") as proxied:
+        outside = httpx.AsyncHTTPTransport(local_address="127.0.4.7", verify=_trust(proxied.ca))
+        async with httpx.AsyncClient(transport=outside, timeout=10) as http:
+            refused = await http.get(f"{proxied.https}/metrics")
+        inside = httpx.AsyncHTTPTransport(local_address="127.0.0.1", verify=_trust(proxied.ca))
+        async with httpx.AsyncClient(transport=inside, timeout=10) as http:
+            served = await http.get(f"{proxied.https}/metrics")
+    assert refused.status_code == 403 and refused.json()["error"] == "forbidden"
+    assert served.status_code == 200 and "triggergate_decisions" in served.text

@@ -13,9 +13,9 @@ from starlette.testclient import TestClient
 
 from tests.servers.app import free_port
 from tests.web.conftest import MakeClient
-from triggergate.web.admin import COOKIE
+from triggergate.web.admin_auth import COOKIE, SECURE_COOKIE
 
-TOKEN = "admin-test-token-5b0c1f2e9a"
+TOKEN = "fkxga2jBsSXp2L9DwRDFFTCRf7EaYjq9paE5p2nZSaQ"
 BEARER = {"authorization": f"Bearer {TOKEN}"}
 
 
@@ -67,7 +67,7 @@ def test_wrong_token_is_401_and_compared_in_constant_time(
     make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A wrong bearer or login token is refused, and every check goes through
-    hmac.compare_digest; a refused login writes nothing."""
+    hmac.compare_digest; a refused login writes no audit record."""
     client = _admin(make_client)
     seen: list[tuple[Any, Any]] = []
     real = hmac.compare_digest
@@ -88,23 +88,39 @@ def test_wrong_token_is_401_and_compared_in_constant_time(
 
 
 def test_login_cookie_is_httponly_strict_and_never_the_token(make_client: MakeClient) -> None:
-    """The session cookie is HttpOnly, SameSite=Strict, scoped to /admin, and holds a
-    derived session value, not the token."""
+    """Over plain http (a local demo) the session cookie is the unprefixed one: HttpOnly,
+    SameSite=Strict, Path=/, not Secure, and it holds a derived session value, not the token."""
     response = _admin(make_client).post("/admin/login", data={"token": TOKEN}, follow_redirects=False)
     cookie = response.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
-    assert "Path=" not in cookie  # the default: this URL's folder, /admin, under any prefix
-    assert "Secure" not in cookie  # plain http here; see the https test
+    assert cookie.startswith(f"{COOKIE}=")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/;" in cookie
+    assert "Secure" not in cookie and "Domain" not in cookie
     value = response.cookies[COOKIE]
     assert TOKEN not in value and TOKEN.encode().hex() not in value
 
 
-def test_login_cookie_is_secure_over_https(make_client: MakeClient) -> None:
-    """Over https the session cookie is marked Secure."""
+def test_login_cookie_over_https_is_a_secure_host_cookie(make_client: MakeClient) -> None:
+    """Over https the session cookie is ``__Host-``: Secure, Path=/, no Domain."""
     client = _admin(make_client)
     client.base_url = client.base_url.copy_with(scheme="https")
     response = client.post("/admin/login", data={"token": TOKEN}, follow_redirects=False)
-    assert "Secure" in response.headers["set-cookie"]
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{SECURE_COOKIE}=")
+    assert "Secure" in cookie and "Path=/;" in cookie and "Domain" not in cookie
+    assert client.get("/admin").status_code == 200
+
+
+def test_a_cookie_set_over_http_is_not_honoured_over_https(make_client: MakeClient) -> None:
+    """The plain-http cookie name never signs anyone in over https (and the reverse)."""
+    client = _admin(make_client)
+    _login(client)
+    value = client.cookies[COOKIE]
+    secure = _admin(make_client)
+    secure.base_url = secure.base_url.copy_with(scheme="https")
+    assert secure.get("/admin", headers={"cookie": f"{COOKIE}={value}"}).status_code == 401
+    plain = _admin(make_client)
+    assert plain.get("/admin", headers={"cookie": f"{SECURE_COOKIE}={value}"}).status_code == 401
+    assert plain.get("/admin", headers={"cookie": f"{COOKIE}={value}"}).status_code == 200
 
 
 def test_forged_or_tampered_session_cookie_is_refused(make_client: MakeClient) -> None:

@@ -36,7 +36,7 @@ ARGS = [
     "--disable-sync",
 ]
 ZONE = "America/New_York"
-ADMIN_TOKEN = "browser-test-admin-token-0123456789"
+ADMIN_TOKEN = "9YSiR6wFk1PTpnDfidpCpnILZj_-4PGzaeHn398dc3U"
 WEEK = 7 * 86400
 ELAPSED = re.compile(r"^0:0[0-9]$")
 

@@ -13,7 +13,7 @@ from triggergate.web.result import result_text
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 FORM = {"content-type": "application/x-www-form-urlencoded", "accept": BROWSER_ACCEPT}
-TOKEN = "page-test-admin-token"
+TOKEN = "H4vrSxSXP23nbpJvD1Ovoh0t0D6BC1bRhWfV_WWGvks"
 
 
 def test_page_shows_title_description_pipeline_and_remaining_quota(

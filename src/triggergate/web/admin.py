@@ -1,42 +1,37 @@
 """The operator view (``/admin``): only mounted when an admin token is configured.
 
 Authentication is the token itself in ``Authorization: Bearer``, or a login
-form that sets a session cookie. The cookie holds a signed, expiring session
-(HMAC under a key derived from the token), never the token; every comparison
-is constant-time. A state-changing POST needs the Authorization header or a
-CSRF field bound to the session. Every action is written to the audit log.
+form that sets a session cookie (see :mod:`triggergate.web.admin_auth`: every
+presentation of the token is charged to the sign-in limit before it is compared).
+A state-changing POST needs the Authorization header or a CSRF field bound to
+the session. Every action is written to the audit log.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import re
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from triggergate.audit import audit_record
-from triggergate.clock import Clock
 from triggergate.errors import RequestError, StoreError
 from triggergate.gate import KILL_SWITCH
-from triggergate.models import TriggerRequest
+from triggergate.models import Outcome
 from triggergate.service import Service
 from triggergate.settings import Settings
 from triggergate.stores.base import Batch, Record
+from triggergate.web.admin_auth import AdminAuth, Attempt
 from triggergate.web.admin_view import Filters, dashboard, login_page, unavailable_page
-from triggergate.web.page import FORM_TYPE
+from triggergate.web.page import FORM_TYPE, prefers_html
 
 log = logging.getLogger("triggergate.admin")
 
-COOKIE = "triggergate_admin"
-SESSION_SECONDS = 12 * 3600
 MAX_FORM = 4096
 UP = "../"  # from /admin/<name> to the app's root
 ADMIN_HEADERS = {
@@ -52,50 +47,12 @@ ADMIN_HEADERS = {
 }
 
 
-class AdminAuth:
-    """Checks the token and issues and verifies sessions and CSRF tokens derived from it."""
-
-    def __init__(self, token: str, now: Clock) -> None:
-        self._token = token.encode()
-        # Sessions are signed with a key derived from the token: rotating the token
-        # ends every session, and a leaked cookie never reveals the token.
-        self._key = hmac.new(self._token, b"triggergate admin session v1", hashlib.sha256).digest()
-        self._now = now
-
-    def _sign(self, text: str) -> str:
-        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
-
-    def token_ok(self, given: str) -> bool:
-        return hmac.compare_digest(given.encode(), self._token)
-
-    def new_session(self) -> str:
-        body = f"{int(self._now())}.{secrets.token_hex(16)}"
-        return f"{body}.{self._sign('session|' + body)}"
-
-    def session_ok(self, value: str) -> bool:
-        issued, _, rest = value.partition(".")
-        nonce, _, signature = rest.partition(".")
-        stamp = _number(issued)
-        if stamp is None or not nonce or not signature:
-            return False
-        fresh = -60 <= self._now() - stamp <= SESSION_SECONDS
-        expected = self._sign(f"session|{issued}.{nonce}").encode()
-        good = hmac.compare_digest(signature.encode(), expected)
-        return good and fresh
-
-    def csrf(self, session: str) -> str:
-        return self._sign("csrf|" + session)
-
-    def csrf_ok(self, session: str, given: str) -> bool:
-        return hmac.compare_digest(given.encode(), self.csrf(session).encode())
-
-    def bearer_ok(self, request: Request) -> bool:
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and self.token_ok(value.strip())
-
-    def session(self, request: Request) -> str | None:
-        value = request.cookies.get(COOKIE, "")
-        return value if value and self.session_ok(value) else None
+def admin_auth(settings: Settings, svc: Service) -> AdminAuth | None:
+    """The operator's authentication, or None when no admin token is configured."""
+    if settings.admin_token is None:
+        return None
+    token = settings.admin_token.get_secret_value()
+    return AdminAuth(token, svc, settings.admin_login_limit_values, settings.admin_login_budget_limits)
 
 
 class _Invalid(Exception):
@@ -136,19 +93,24 @@ async def _form(request: Request) -> dict[str, str]:
 Action = Callable[[Request, dict[str, str]], Awaitable[None]]
 
 
-def admin_routes(settings: Settings, svc: Service) -> list[BaseRoute]:
-    """The /admin routes for this service; call only when ``settings.admin_token`` is set."""
-    assert settings.admin_token is not None
-    auth = AdminAuth(settings.admin_token.get_secret_value(), svc.clock)
+def refusal(request: Request, outcome: Outcome, root: str = UP) -> Response:
+    """A refused guess (429, 503, 400): the safe JSON body, or for a browser's form the
+    sign-in page with the same status, text and headers."""
+    if prefers_html(request.headers.get("accept", "")):
+        text = str(outcome.body["detail"]).capitalize() + "."
+        return _html(login_page(text, root), outcome.status, **outcome.headers)
+    return JSONResponse(outcome.body, outcome.status, headers={**ADMIN_HEADERS, **outcome.headers})
+
+
+def admin_routes(settings: Settings, svc: Service, auth: AdminAuth) -> list[BaseRoute]:
+    """The /admin routes for this service (mounted only when an admin token is set)."""
 
     def who(request: Request) -> str | None:
         """The operator's address, resolved through trusted proxies like any client's."""
-        peer = request.client.host if request.client else None
-        headers = [(k.lower(), v) for k, v in request.headers.items()]
         try:
-            return str(svc.identify(TriggerRequest(peer, headers, "")).address)
+            return str(auth.client(request).address)
         except RequestError:
-            return peer
+            return request.client.host if request.client else None
 
     def refuse(problem: str = "", root: str = UP) -> HTMLResponse:
         page = login_page(problem, root)
@@ -164,12 +126,24 @@ def admin_routes(settings: Settings, svc: Service) -> list[BaseRoute]:
             client=who(request),
             **fields,
         )
-        await svc.store.apply(Batch(records=[record]))
+        await svc.store_call(svc.store.apply(Batch(records=[record])))
+
+    async def bearer(request: Request) -> Attempt | None:
+        """The header's guess, charged like a sign-in; None without the header."""
+        token = auth.bearer(request)
+        return None if token is None else await auth.attempt(request, token)
 
     async def home(request: Request) -> Response:
-        session = auth.session(request)
-        if session is None and not auth.bearer_ok(request):
-            return refuse(root="")
+        try:
+            session = await auth.session(request)
+        except StoreError:
+            return _html(unavailable_page(""), 503, **{"Retry-After": "5"})
+        if session is None:
+            attempt = await bearer(request)
+            if attempt is not None and attempt.refused:
+                return refusal(request, attempt.refused, root="")
+            if attempt is None or not attempt.ok:
+                return refuse(root="")
         csrf = auth.csrf(session) if session else ""
         try:
             html = await dashboard(settings, svc, Filters.of(request.query_params), csrf)
@@ -179,24 +153,21 @@ def admin_routes(settings: Settings, svc: Service) -> list[BaseRoute]:
 
     async def login(request: Request) -> Response:
         form = await _form(request)
-        if not auth.token_ok(form.get("token", "")):
-            # Logged, never stored: a refused request writes nothing.
-            log.warning("admin login refused", extra={"client": who(request)})
+        attempt = await auth.attempt(request, form.get("token", ""))
+        if attempt.refused:
+            return refusal(request, attempt.refused)
+        if not attempt.ok:
             return refuse("That token is not right.")
         try:
+            # A fresh session at every sign-in; the one the browser held (if any) ends.
+            old = await auth.session(request)
+            if old is not None:
+                await auth.revoke(old)
             await audit(request, "login")
         except StoreError:
             return _html(unavailable_page(UP), 503, **{"Retry-After": "5"})
         response = _back()
-        response.set_cookie(
-            COOKIE,
-            auth.new_session(),
-            max_age=SESSION_SECONDS,
-            path=None,  # the default path is this URL's folder: /admin, under any prefix
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-        )
+        auth.set_session(request, response, auth.new_session())
         return response
 
     def action(job: Action) -> Callable[[Request], Awaitable[Response]]:
@@ -204,14 +175,22 @@ def admin_routes(settings: Settings, svc: Service) -> list[BaseRoute]:
 
         async def endpoint(request: Request) -> Response:
             form = await _form(request)
-            if not auth.bearer_ok(request):
-                session = auth.session(request)
-                if session is None:
-                    return refuse()
-                if not auth.csrf_ok(session, form.get("csrf", "")):
-                    log.warning("admin form without a valid CSRF field", extra={"client": who(request)})
-                    return _html(login_page("The form expired; reload the page and try again.", UP), 403)
             try:
+                attempt = await bearer(request)
+                session = None
+                if attempt is not None:  # the header is the credential; a form cannot send it
+                    if attempt.refused:
+                        return refusal(request, attempt.refused)
+                    if not attempt.ok:
+                        return refuse()
+                else:
+                    session = await auth.session(request)
+                    if session is None:
+                        return refuse()
+                    if not auth.csrf_ok(session, form.get("csrf", "")):
+                        log.warning("admin form without a valid CSRF field", extra={"client": who(request)})
+                        return _html(login_page("The form expired; reload the page and try again.", UP), 403)
+                request.state.session = session
                 await job(request, form)
             except StoreError:
                 return _html(unavailable_page(UP), 503, **{"Retry-After": "5"})
@@ -222,6 +201,9 @@ def admin_routes(settings: Settings, svc: Service) -> list[BaseRoute]:
         return endpoint
 
     async def logout(request: Request, form: dict[str, str]) -> None:
+        session = request.state.session
+        if session is not None:
+            await auth.revoke(session)  # a copied cookie stops working too
         await audit(request, "logout")
 
     async def kill_switch(request: Request, form: dict[str, str]) -> None:
@@ -247,7 +229,7 @@ def admin_routes(settings: Settings, svc: Service) -> list[BaseRoute]:
     async def signed_out(request: Request) -> Response:
         response = await action(logout)(request)
         if response.status_code == 303:
-            response.set_cookie(COOKIE, "", max_age=0, path=None, httponly=True, samesite="strict")
+            auth.clear_session(request, response)
         return response
 
     return [

@@ -25,10 +25,11 @@ from triggergate.models import Outcome, TriggerRequest, error
 from triggergate.ratelimit_headers import policy_header
 from triggergate.service import Service
 from triggergate.settings import Settings, load_settings
-from triggergate.web.admin import admin_routes
+from triggergate.web.admin import admin_auth, admin_routes
 from triggergate.web.body import MAX_BODY, parse_payload
 from triggergate.web.fastpath import FastDeny
 from triggergate.web.limits import HeadLimit
+from triggergate.web.metrics_access import MetricsAccess
 from triggergate.web.openapi import openapi_document
 from triggergate.web.page import (
     FORM_TYPE,
@@ -37,6 +38,7 @@ from triggergate.web.page import (
     prefers_html,
 )
 from triggergate.web.result import result_response
+from triggergate.web.scheme import StrictTransport
 from triggergate.wiring import build_service
 
 log = logging.getLogger("triggergate.web")
@@ -129,11 +131,16 @@ class TriggergateApp(Starlette):
     """
 
     fast: ASGIApp | None = None
+    strict: StrictTransport | None = None
 
     def enable_fast_deny(self, service: Service) -> None:
         self.fast = FastDeny(super().__call__, service=service)
+        # HSTS outside the fast path too: a denial over https carries it like any answer.
+        self.strict = StrictTransport(service.policy.identity)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.strict is not None and scope["type"] == "http":
+            send = self.strict.wrap(scope, send)
         if self.fast is not None and scope["type"] == "http":
             await self.fast(scope, receive, send)
         else:
@@ -192,7 +199,13 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         ok = all(checks.values())
         return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
 
+    auth = admin_auth(settings, svc)
+    metrics_access = MetricsAccess(Settings.networks(settings.metrics_allow), svc, auth)
+
     async def metrics(request: Request) -> Response:
+        refused = await metrics_access.refusal(request)
+        if refused is not None:
+            return refused
         return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def openapi(request: Request) -> Response:
@@ -227,7 +240,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
             await asyncio.gather(*tasks, return_exceptions=True)
             await svc.close()
 
-    admin: list[BaseRoute] = admin_routes(settings, svc) if settings.admin_token else []
+    admin: list[BaseRoute] = admin_routes(settings, svc, auth) if auth is not None else []
     app = TriggergateApp(
         routes=[
             Route("/trigger", trigger, methods=["POST"]),

@@ -205,12 +205,14 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             },
             "/metrics": {
                 "get": {
-                    "summary": "Prometheus metrics",
+                    "summary": "Prometheus metrics (metrics_allow networks, or the admin token)",
                     "responses": {
                         "200": {
                             "description": "Metrics",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
+                        },
+                        "403": _error("The caller is outside metrics_allow and sent no valid admin token"),
+                        "429": _error("Too many wrong admin tokens", retry_after=True),
                     },
                 }
             },
