@@ -251,3 +251,16 @@ def test_bad_operator_settings_exit_2_naming_the_key(
     monkeypatch.setenv(name, value)
     result = run("check-config")
     assert result.exit_code == 2 and name in result.output and expected in result.output
+
+
+def test_the_readme_configuration_reference_lists_every_setting() -> None:
+    """Each setting appears in the README's configuration table, by key or by variable."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("| key | default | environment | meaning |") :]
+    table = table[: table.index("\n\n")]
+    missing = [
+        name
+        for name in Settings.model_fields
+        if f"`{name}`" not in table and f"`TRIGGERGATE_{name.upper()}`" not in table
+    ]
+    assert missing == []
