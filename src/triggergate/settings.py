@@ -243,11 +243,11 @@ class Settings(BaseSettings):
         return parse_limits(self.budget)
 
     @property
-    def admin_login_limit_values(self) -> tuple[Limit, ...]:
+    def admin_login_client_limits(self) -> tuple[Limit, ...]:
         return parse_limits(self.admin_login_limits)
 
     @property
-    def admin_login_budget_limits(self) -> tuple[Limit, ...]:
+    def admin_login_global_limits(self) -> tuple[Limit, ...]:
         return parse_limits(self.admin_login_budget)
 
     @staticmethod

@@ -20,7 +20,7 @@ from tests.hardening.support import audits, base_env, db, raw_request, serving
 from tests.servers._process import free_port
 from tests.servers.webhook import webhook_server
 
-pytestmark = [pytest.mark.slow, pytest.mark.sqlite]
+pytestmark = [pytest.mark.slow]
 
 TOKEN = "Qm3vT8yKc1pZr6WnX0aLd4sEh7uJf2gBiN5oV9tRwYe"
 
@@ -79,6 +79,7 @@ async def _concurrent(port: int, source: str, requests: list[bytes], connections
     return statuses
 
 
+@pytest.mark.sqlite
 async def test_a_thousand_wrong_tokens_get_ten_401s_then_429s_writing_only_the_limit(tmp_path: Path) -> None:
     """1,000 wrong tokens from one client: 10 answers of 401, then 990 of 429 with
     Retry-After and the safe body. The store gains exactly the ten charged attempts
@@ -102,6 +103,7 @@ async def test_a_thousand_wrong_tokens_get_ten_401s_then_429s_writing_only_the_l
     assert reasons == {"admin_login": 10, "admin_login_limit": 990}
 
 
+@pytest.mark.sqlite
 async def test_the_right_token_raced_among_a_thousand_wrong_ones_gives_no_extra_guess(tmp_path: Path) -> None:
     """Two worker processes, 24 connections: the right token sent among 1,000 wrong ones
     never frees a guess beyond the limit; exactly ten wrong tokens are compared, and the
@@ -118,6 +120,30 @@ async def test_the_right_token_raced_among_a_thousand_wrong_ones_gives_no_extra_
     assert keys == {"a:127.0.0.8": 10, "g:admin_login": 10}
 
 
+@pytest.mark.parametrize(
+    "store",
+    [pytest.param("redis", marks=pytest.mark.redis), pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+async def test_the_race_is_exact_on_the_network_stores(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
+    """The same race on Redis and PostgreSQL (two workers): exactly ten wrong tokens are
+    compared, whatever the right one's fate."""
+    server = request.getfixturevalue(f"{store}_server")
+    if store == "redis":
+        server.flush()
+    else:
+        server.reset()
+    env = base_env(tmp_path, TRIGGERGATE_ADMIN_TOKEN=TOKEN, TRIGGERGATE_STORE=server.url)
+    requests = [_login(f"wrong-{i}") for i in range(300)]
+    requests.insert(5, _login(TOKEN))
+    with serving(tmp_path, env, workers=2) as app:
+        statuses = await _concurrent(app.port, "127.0.0.9", requests, connections=24)
+    assert statuses.pop(5) in (303, 429)
+    assert statuses.count(401) == 10 and statuses.count(429) == 290
+
+
+@pytest.mark.sqlite
 async def test_the_global_limit_trips_once_and_alerts_once_across_replicas(tmp_path: Path) -> None:
     """Six clients guess at once against two worker processes, 10/1h each, 30/1h overall:
     30 answers of 401, the rest 429, one audit record and one alert for the window,
@@ -150,6 +176,7 @@ async def test_the_global_limit_trips_once_and_alerts_once_across_replicas(tmp_p
     assert _quota_keys(tmp_path)["g:admin_login"] == 30
 
 
+@pytest.mark.sqlite
 @pytest.mark.parametrize(
     "token", ["short-admin-token", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "1234567890" * 4]
 )
@@ -175,6 +202,7 @@ def test_serve_refuses_a_weak_admin_token_with_exit_2(tmp_path: Path, token: str
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
 
 
+@pytest.mark.sqlite
 async def test_metrics_answer_403_outside_and_200_inside_the_allowed_networks(tmp_path: Path) -> None:
     """With metrics_allow=127.0.0.1/32: 127.0.0.9 gets 403 with the safe body, or 200 with
     the admin token; 127.0.0.1 gets 200; behind a trusted proxy, the forwarded client

@@ -56,10 +56,16 @@ def test_plain_http_through_a_trusted_proxy_is_plain(make_client: MakeClient) ->
     assert "strict-transport-security" not in client.get("/healthz", headers=headers).headers
 
 
-def test_a_direct_https_connection_gets_hsts_on_every_answer(make_client: MakeClient) -> None:
-    """Over https itself, HSTS is on the page, the API, errors and fast-path denials."""
+def test_a_direct_https_connection_gets_hsts_on_every_answer_of_the_stack(make_client: MakeClient) -> None:
+    """Over https itself, HSTS is on the page, the API, errors and a browser's refusal."""
     client = make_client(limits=["1/1d"])
     client.base_url = client.base_url.copy_with(scheme="https")
-    responses = [client.get("/"), client.get("/nope"), client.post("/trigger"), client.post("/trigger")]
+    form = {"content-type": "application/x-www-form-urlencoded", "accept": "text/html"}
+    responses = [
+        client.get("/"),
+        client.get("/nope"),
+        client.post("/trigger"),
+        client.post("/trigger", headers=form),
+    ]
     assert [r.status_code for r in responses] == [200, 404, 202, 429]
     assert all(r.headers["strict-transport-security"] == "max-age=31536000" for r in responses)

@@ -52,7 +52,7 @@ def admin_auth(settings: Settings, svc: Service) -> AdminAuth | None:
     if settings.admin_token is None:
         return None
     token = settings.admin_token.get_secret_value()
-    return AdminAuth(token, svc, settings.admin_login_limit_values, settings.admin_login_budget_limits)
+    return AdminAuth(token, svc, settings.admin_login_client_limits, settings.admin_login_global_limits)
 
 
 class _Invalid(Exception):

@@ -134,13 +134,18 @@ class TriggergateApp(Starlette):
     strict: StrictTransport | None = None
 
     def enable_fast_deny(self, service: Service) -> None:
-        self.fast = FastDeny(super().__call__, service=service)
-        # HSTS outside the fast path too: a denial over https carries it like any answer.
+        # HSTS on everything the stack answers. Not on the fast path's refusals: behind
+        # a proxy, reading the scheme costs another walk of the forwarded headers, and
+        # a browser already holds the policy from the page it posted from.
         self.strict = StrictTransport(service.policy.identity)
+        self.fast = FastDeny(self._stack, service=service)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _stack(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.strict is not None and scope["type"] == "http":
             send = self.strict.wrap(scope, send)
+        await super().__call__(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.fast is not None and scope["type"] == "http":
             await self.fast(scope, receive, send)
         else:

@@ -16,13 +16,24 @@ from triggergate.identity import IdentityPolicy, resolve_scheme
 HSTS = b"max-age=31536000"
 
 
+_PROTO_HEADERS = {b"x-forwarded-for", b"x-forwarded-proto", b"forwarded"}
+
+
 def scope_scheme(scope: Scope, policy: IdentityPolicy) -> str:
     """``"https"`` or ``"http"``: how the client reached the first proxy we trust, or us."""
     own = str(scope.get("scheme", "http"))
     if not policy.trusted_proxies:  # the usual case: no header is read at all
         return resolve_scheme(own, None, (), policy)
+    # On every request behind a proxy (this wraps the deny fast path too): decode only
+    # the few headers the rule reads, and none when no scheme was forwarded at all.
+    headers = [
+        (name.decode("latin-1").lower(), value.decode("latin-1"))
+        for name, value in scope["headers"]
+        if name.lower() in _PROTO_HEADERS
+    ]
+    if not any(name != "x-forwarded-for" for name, _ in headers):
+        return resolve_scheme(own, None, (), policy)
     client = scope.get("client")
-    headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
     return resolve_scheme(own, client[0] if client else None, headers, policy)
 
 
