@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from click.testing import CliRunner, Result
 from starlette.testclient import TestClient
 
 from triggergate.cli import main
+from triggergate.errors import ConfigurationError
 from triggergate.settings import Settings, load_settings
 from triggergate.web.app import create_app
 
@@ -264,3 +266,16 @@ def test_the_readme_configuration_reference_lists_every_setting() -> None:
         if f"`{name}`" not in table and f"`TRIGGERGATE_{name.upper()}`" not in table
     ]
     assert missing == []
+
+
+def test_a_weak_token_never_appears_in_the_error_or_its_traceback(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where no CLI catches it (a Lambda cold start prints the traceback), the whole chain
+    of the configuration error still names the key without the token's value."""
+    token = "weak-but-memorable-token-value"
+    monkeypatch.setenv("TRIGGERGATE_ADMIN_TOKEN", token)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    text = "".join(traceback.format_exception(caught.value))
+    assert "admin_token (TRIGGERGATE_ADMIN_TOKEN)" in text and token not in text
