@@ -22,18 +22,16 @@ import asyncio
 import email.utils
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import httpx
 
 from triggergate.errors import BackendError, BackendRefused, BackendUncertain
 
 RETRY_STATUSES = frozenset({408, 429, 503})
-T = TypeVar("T")
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
@@ -193,43 +191,3 @@ def json_object(response: httpx.Response, name: str, action: str) -> dict[str, A
     if not isinstance(body, dict):
         raise BackendError(f"{name}: {action}: answer is not a JSON object", definite=False)
     return body
-
-
-class SingleFlight(Generic[T]):
-    """Concurrent starts with one request id share one call; recent results are remembered.
-
-    This makes ``start()`` idempotent inside one process (racing callers, a
-    retry after a slow answer); across processes the service's idempotency
-    record and ``find()`` do that job.
-    """
-
-    def __init__(self, remember: int = 1024) -> None:
-        self._inflight: dict[str, asyncio.Future[T]] = {}
-        self._done: OrderedDict[str, T] = OrderedDict()
-        self._remember = remember
-
-    async def run(self, key: str, call: Callable[[], Awaitable[T]]) -> T:
-        if key in self._done:
-            return self._done[key]
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            result = await call()
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: there may be no waiter
-            raise
-        else:
-            future.set_result(result)
-            self._done[key] = result
-            while len(self._done) > self._remember:
-                self._done.popitem(last=False)
-            return result
-        finally:
-            del self._inflight[key]

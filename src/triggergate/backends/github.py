@@ -35,12 +35,12 @@ from triggergate.backends._http import (
     HttpClient,
     HttpRefused,
     RetryPolicy,
-    SingleFlight,
     json_object,
 )
 from triggergate.backends.base import Backend, RunState, Started, StartRequest, Status
 from triggergate.errors import BackendRefused, ConfigurationError
 from triggergate.registry import Context
+from triggergate.singleflight import SingleFlight
 
 NAME = "github"
 QUEUED = frozenset({"queued", "waiting", "pending", "requested"})
@@ -93,7 +93,7 @@ class GitHubBackend(Backend):
         self.find_wait = float(ctx.options.get("find_wait", 8.0))
         self.lookback = float(ctx.options.get("find_lookback", 86400.0))
         self.http = HttpClient(NAME, RetryPolicy.from_options(ctx.options))
-        self._flight: SingleFlight[Started] = SingleFlight()
+        self._flight: SingleFlight[Started] = SingleFlight(remember=1024)
 
     @classmethod
     def from_url(cls, url: str, ctx: Context) -> GitHubBackend:

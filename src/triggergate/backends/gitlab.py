@@ -20,10 +20,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from triggergate.backends._http import HttpClient, RetryPolicy, SingleFlight, json_object
+from triggergate.backends._http import HttpClient, RetryPolicy, json_object
 from triggergate.backends.base import Backend, RunState, Started, StartRequest, Status
 from triggergate.errors import BackendRefused, ConfigurationError
 from triggergate.registry import Context
+from triggergate.singleflight import SingleFlight
 
 NAME = "gitlab"
 STATES: dict[str, RunState] = {
@@ -73,7 +74,7 @@ class GitLabBackend(Backend):
         self.project_url = f"{scheme}://{host}/api/v4/projects/{quote(project, safe='')}"
         self.find_limit = int(ctx.options.get("find_limit", 20))
         self.http = HttpClient(NAME, RetryPolicy.from_options(ctx.options))
-        self._flight: SingleFlight[Started] = SingleFlight()
+        self._flight: SingleFlight[Started] = SingleFlight(remember=1024)
 
     @classmethod
     def from_url(cls, url: str, ctx: Context) -> GitLabBackend:

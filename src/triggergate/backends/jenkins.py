@@ -27,12 +27,12 @@ from triggergate.backends._http import (
     HttpClient,
     HttpRefused,
     RetryPolicy,
-    SingleFlight,
     json_object,
 )
 from triggergate.backends.base import Backend, RunState, Started, StartRequest, Status
 from triggergate.errors import BackendRefused, ConfigurationError
 from triggergate.registry import Context
+from triggergate.singleflight import SingleFlight
 
 NAME = "jenkins"
 RESULTS: dict[str, RunState] = {
@@ -73,7 +73,7 @@ class JenkinsBackend(Backend):
         self.job_url = self.root + job_path.rstrip("/")
         self.correlation = correlation
         self.http = HttpClient(NAME, RetryPolicy.from_options(ctx.options))
-        self._flight: SingleFlight[Started] = SingleFlight()
+        self._flight: SingleFlight[Started] = SingleFlight(remember=1024)
         self._crumb: dict[str, str] = {}
         self._builds: dict[str, str] = {}  # queue id -> build number, once known
 

@@ -34,10 +34,11 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from triggergate.backends._http import HttpClient, RetryPolicy, SingleFlight, json_object
+from triggergate.backends._http import HttpClient, RetryPolicy, json_object
 from triggergate.backends.base import Backend, RunState, Started, StartRequest, Status
 from triggergate.errors import ConfigurationError
 from triggergate.registry import Context
+from triggergate.singleflight import SingleFlight
 
 NAME = "webhook"
 OPTIONS = {
@@ -112,7 +113,7 @@ class WebhookBackend(Backend):
         except ValueError as exc:
             raise ConfigurationError("body_template is not JSON", key="body_template") from exc
         self.http = HttpClient(NAME, RetryPolicy.from_options(ctx.options))
-        self._flight: SingleFlight[Started] = SingleFlight()
+        self._flight: SingleFlight[Started] = SingleFlight(remember=1024)
 
     @classmethod
     def from_url(cls, url: str, ctx: Context) -> WebhookBackend:
