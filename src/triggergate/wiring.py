@@ -24,6 +24,7 @@ def context(settings: Settings, clock: Clock, environ: Mapping[str, str] | None 
         state_dir=settings.state_dir,
         # A write still queued when the request gives up must not run at all.
         options={**settings.pipeline_options, "write_timeout": settings.store_timeout * 0.9},
+        params=tuple(settings.params),
     )
 
 
