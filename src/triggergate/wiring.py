@@ -102,6 +102,14 @@ def check_adapters(settings: Settings) -> list[str]:
     )
 
 
+def adapter_notes(settings: Settings) -> list[str]:
+    """What the configured pipeline's choices cost (``Backend.notes``), for check-config."""
+    try:
+        return backend_from_url(settings.pipeline, context(settings, system_clock)).notes()
+    except ConfigurationError:
+        return []  # check_adapters reports it
+
+
 def check_urls(urls: Mapping[str, list[str]], ctx: Context | None = None) -> list[str]:
     """Build each adapter from its URL (no connection); one line per problem."""
     ctx = ctx or Context()
