@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -22,7 +23,7 @@ from tests.backends.contract.github import (
 from triggergate.backends.base import StartRequest
 from triggergate.backends.github import GitHubBackend
 from triggergate.errors import BackendError, BackendRefused, BackendUncertain, ConfigurationError
-from triggergate.registry import Context, backend_from_url
+from triggergate.registry import backend_from_url
 
 
 @pytest.fixture
@@ -40,7 +41,8 @@ def make(
     params: tuple[str, ...] = (),
 ) -> GitHubBackend:
     ctx = context({"GITHUB_TOKEN": token}, **(options or {}))
-    ctx = Context(environ=ctx.environ, options=ctx.options, params=params)
+    if params:
+        ctx = dataclasses.replace(ctx, params=params)
     backend = backend_from_url(f"github://{path}?ref=main&api={url}", ctx)
     assert isinstance(backend, GitHubBackend)
     return backend
