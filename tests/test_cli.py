@@ -49,6 +49,27 @@ def test_check_config_accepts_a_good_file(env: Path) -> None:
     assert "limits=3/7d,1/10m" in result.output and "budget=100/1d" in result.output
 
 
+def test_check_config_says_what_the_gitlab_correlation_choice_costs(env: Path) -> None:
+    """check-config prints, per choice of the GitLab correlation variable, what it costs."""
+    on = run("check-config", write(env, 'pipeline = "gitlab://gitlab.com/acme/site"\n'))
+    off = run(
+        "check-config",
+        write(env, 'pipeline = "gitlab://gitlab.com/acme/site?correlation_variable="\n'),
+    )
+    assert on.exit_code == off.exit_code == 0, on.output + off.output
+    assert "note: gitlab:" in on.output and "must allow pipeline variables" in on.output
+    assert "note: gitlab:" in off.output and "counts as not started" in off.output
+
+
+def test_check_config_refuses_more_workflow_inputs_than_github_takes(env: Path) -> None:
+    """25 allow-listed parameters + the correlation input exceed GitHub's 25 inputs: exit 2
+    naming params and the limit."""
+    params = "".join(f'[params.p{i}]\ndefault = "x"\n' for i in range(25))
+    result = run("check-config", write(env, f'pipeline = "github://acme/site/deploy.yml"\n{params}'))
+    assert result.exit_code == 2
+    assert "params" in result.output and "at most 25" in result.output
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -57,13 +57,19 @@ class AlertText:
             attributes={"event": "accepted", "pipeline": self.pipeline, "run_id": run_id},
         )
 
-    def failed(self, client: str, run_id: str, reason: str, at: float) -> Alert:
+    def failed(self, client: str, run_id: str, reason: str, at: float, *, refunded: bool = True) -> Alert:
         return Alert(
             event="failed",
             subject="Pipeline trigger failed",
             body=(
                 f"Pipeline: {self.pipeline}\nClient: {client}\nRun ID: {run_id}\n"
-                f"Reason: {reason}\nThe client's quota slot was refunded.\nTime: {iso(at)}"
+                f"Reason: {reason}\n"
+                + (
+                    "The client's quota slot was refunded."
+                    if refunded
+                    else "The start is uncertain: the slot stays held until the run is found or refunded."
+                )
+                + f"\nTime: {iso(at)}"
             ),
             attributes={"event": "failed", "pipeline": self.pipeline, "run_id": run_id},
         )

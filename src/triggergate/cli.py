@@ -22,7 +22,7 @@ from triggergate.quota import Check
 from triggergate.registry import store_from_url
 from triggergate.settings import Settings, load_settings, parse_duration, raw_adapter_urls
 from triggergate.stores.base import Batch, Record, Store
-from triggergate.wiring import check_adapters, check_urls, context, policy
+from triggergate.wiring import adapter_notes, check_adapters, check_urls, context, policy
 
 T = TypeVar("T")
 EXIT_CONFIG = 2
@@ -126,6 +126,8 @@ def check_config(file: str | None) -> None:
         f"pipeline={settings.pipeline.split('://')[0]}://, limits={','.join(settings.limits)}"
         + (f", budget={','.join(settings.budget)}" if settings.budget else "")
     )
+    for note in adapter_notes(settings):
+        click.echo(f"note: {note}")
 
 
 @main.command()

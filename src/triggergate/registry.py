@@ -56,12 +56,18 @@ NOTIFIERS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Context:
-    """What an adapter may use besides its URL: the clock, secrets, a state folder."""
+    """What an adapter may use besides its URL: the clock, secrets, a state folder.
+
+    ``params`` names the allow-listed request parameters (``ref`` among them when it is
+    allow-listed), so a backend can refuse at configuration time what its CI system
+    would refuse at the first press.
+    """
 
     clock: Clock = system_clock
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     state_dir: Path = Path(".")
     options: Mapping[str, Any] = field(default_factory=dict)
+    params: tuple[str, ...] = ()
 
     def secret(self, name: str) -> str | None:
         """``TRIGGERGATE_<NAME>`` from the environment, or the file ``TRIGGERGATE_<NAME>_FILE`` names."""

@@ -4,14 +4,17 @@ status page cannot exhaust the CI system's API rate limit."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from triggergate.audit import audit_record
 from triggergate.backends.base import FINAL_STATES, Backend, Started, Status
 from triggergate.clock import Clock
 from triggergate.errors import BackendError
+from triggergate.singleflight import SingleFlight
 from triggergate.stores.base import Batch, Record, Store
 
+log = logging.getLogger("triggergate")
 ACTIVE = ("active", "run")
 ACTIVE_TTL = 6 * 3600.0
 
@@ -28,27 +31,32 @@ class RunTracker:
         self.backend = backend
         self.clock = clock
         self._cache: dict[str, tuple[float, Status]] = {}
-        self._inflight: dict[str, asyncio.Future[Status]] = {}
+        self._reads: SingleFlight[Status] = SingleFlight()  # one backend call per run
 
     async def _status(self, ref: str) -> Status:
+        cached = self._cache.get(ref)
+        if cached and self.clock() - cached[0] < self.CACHE_SECONDS:
+            return cached[1]
+        return await self._reads.run(ref, lambda: self._read_backend(ref))
+
+    async def _read_backend(self, ref: str) -> Status:
+        """The backend's answer, or the last known one (else ``unknown``) when it fails.
+
+        Any failure degrades to what was known: a status page never fails because the CI
+        system (or its adapter) did; the cause goes to the log.
+        """
         now = self.clock()
         cached = self._cache.get(ref)
-        if cached and now - cached[0] < self.CACHE_SECONDS:
-            return cached[1]
-        if ref in self._inflight:  # one backend call per run, however many readers
-            return await asyncio.shield(self._inflight[ref])
-        future: asyncio.Future[Status] = asyncio.get_running_loop().create_future()
-        self._inflight[ref] = future
         try:
             status = await asyncio.wait_for(self.backend.status(ref), 5.0)
         except (BackendError, TimeoutError):
             status = cached[1] if cached else Status("unknown")
-        finally:
-            del self._inflight[ref]
+        except Exception as exc:  # an adapter bug: the type only, its text may hold secrets
+            log.warning("status read failed (%s)", type(exc).__name__, extra={"run_ref": ref})
+            status = cached[1] if cached else Status("unknown")
         if len(self._cache) >= self.MAX_CACHED:
             self._cache.clear()
         self._cache[ref] = (now, status)
-        future.set_result(status)
         return status
 
     async def read(self, run_id: str) -> dict[str, Any] | None:

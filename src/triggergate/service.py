@@ -19,7 +19,7 @@ from triggergate import faults
 from triggergate.audit import AlertText, DenialCounter, audit_record, iso
 from triggergate.backends.base import Backend, Started, StartRequest
 from triggergate.clock import Clock
-from triggergate.errors import BackendError, BackendRefused, RequestError, StoreError
+from triggergate.errors import BackendError, RequestError, StoreError
 from triggergate.failclosed import StoreAlarm, within
 from triggergate.gate import BUDGET_ALERT, BUDGET_KEY, Gate, KillSwitch
 from triggergate.idempotency import IdempotencyKeys
@@ -228,12 +228,14 @@ class Service:
     async def _start(
         self, rid: str, client: Client, params: dict[str, str], decision: Decision, idem: str | None
     ) -> Outcome:
-        start = StartRequest(request_id=rid, client=client.key, params=params, ref=params.get("ref"))
+        # The ref selects what runs (a branch, a revision); it is never a pipeline input.
+        inputs = {name: value for name, value in params.items() if name != "ref"}
+        start = StartRequest(request_id=rid, client=client.key, params=inputs, ref=params.get("ref"))
         try:
             started = await asyncio.wait_for(self.backend.start(start), self.policy.backend_timeout)
             faults.point("after_start")
         except (BackendError, TimeoutError) as exc:
-            definite = isinstance(exc, BackendRefused)
+            definite = isinstance(exc, BackendError) and exc.definite  # no run started: refund now
             found = None if definite else await self.find(rid)
             if found is None:
                 await self.idempotency.forget(client.key, idem)
@@ -289,7 +291,7 @@ class Service:
                 detail=reason,
             )
         ]
-        alert = self.alerts.failed(str(client.address), rid, reason, now)
+        alert = self.alerts.failed(str(client.address), rid, reason, now, refunded=refund)
         await self._store(
             self.store.apply(
                 Batch(

@@ -24,6 +24,7 @@ def context(settings: Settings, clock: Clock, environ: Mapping[str, str] | None 
         state_dir=settings.state_dir,
         # A write still queued when the request gives up must not run at all.
         options={**settings.pipeline_options, "write_timeout": settings.store_timeout * 0.9},
+        params=tuple(settings.params),
     )
 
 
@@ -99,6 +100,14 @@ def check_adapters(settings: Settings) -> list[str]:
         },
         context(settings, system_clock),
     )
+
+
+def adapter_notes(settings: Settings) -> list[str]:
+    """What the configured pipeline's choices cost (``Backend.notes``), for check-config."""
+    try:
+        return backend_from_url(settings.pipeline, context(settings, system_clock)).notes()
+    except ConfigurationError:
+        return []  # check_adapters reports it
 
 
 def check_urls(urls: Mapping[str, list[str]], ctx: Context | None = None) -> list[str]:

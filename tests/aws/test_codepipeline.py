@@ -75,10 +75,11 @@ async def test_missing_pipeline_is_a_misconfiguration_without_internals(moto: st
 
 
 def test_every_aws_status_has_a_state() -> None:
-    """The seven documented execution statuses map to the common vocabulary."""
+    """The seven documented execution statuses map to the common vocabulary (Stopping is
+    still under way: it ends Stopped)."""
     assert STATES == {
         "InProgress": "running",
-        "Stopping": "cancelled",
+        "Stopping": "running",
         "Stopped": "cancelled",
         "Cancelled": "cancelled",
         "Succeeded": "succeeded",
@@ -155,7 +156,7 @@ async def test_throttled_twice_then_accepted_starts_one_execution() -> None:
     answers = [THROTTLED, THROTTLED, (200, {"pipelineExecutionId": "exec-1"})]
     with fake_codepipeline(answers) as (url, seen):
         backend = _backend(f"codepipeline://deploy?region={REGION}&endpoint_url={url}")
-        started = await backend.start(StartRequest("req-42", "203.0.113.4", ref="abc123"))
+        started = await backend.start(StartRequest("req-42", "203.0.113.4"))
     assert started.ref == "exec-1"
     assert [r["target"] for r in seen] == ["CodePipeline_20150709.StartPipelineExecution"] * 3
     assert {r["clientRequestToken"] for r in seen} == {"req-42"}

@@ -13,8 +13,8 @@ from tests.backends.contract._server import Fault, serve
 from tests.backends.contract.jenkins import TOKEN, USER, JenkinsState, build_app
 from triggergate.backends.base import StartRequest
 from triggergate.backends.jenkins import JenkinsBackend
-from triggergate.errors import BackendRefused, BackendUncertain
-from triggergate.registry import backend_from_url
+from triggergate.errors import BackendRefused, BackendUncertain, ConfigurationError
+from triggergate.registry import Context, backend_from_url
 
 
 @pytest.fixture
@@ -107,23 +107,91 @@ async def test_forgotten_queue_item_is_resolved_by_queue_id(
     assert status.url.endswith("/1/")
 
 
-async def test_retry_after_503_then_success_queues_one_build(
+async def test_503_after_jenkins_queued_the_build_is_uncertain_and_never_resent(
     jk: tuple[JenkinsState, str], backend: JenkinsBackend
 ) -> None:
-    """Two 503 answers are retried; the third attempt queues exactly one item."""
-    jk[0].faults.inject(Fault(status=503), Fault(status=503))
-    await backend.start(req())
-    assert jk[0].faults.count("POST") == 3
+    """A 503 that came after the item was queued: one POST, BackendUncertain, one item,
+    and find() reconciles it."""
+    jk[0].faults.inject(Fault(after="error", status=503))
+    with pytest.raises(BackendUncertain):
+        await backend.start(req("req-503"))
+    assert jk[0].faults.count("POST") == 1
     assert len(jk[0].queue) == 1
+    found = await backend.find("req-503")
+    assert found is not None and found.ref == f"queue:{jk[0].queue[0]['id']}"
 
 
-async def test_429_retry_after_is_honoured(jk: tuple[JenkinsState, str], backend: JenkinsBackend) -> None:
-    """A 429 with Retry-After: 1 delays the retry by at least a second."""
+async def test_429_refuses_the_build_and_the_next_start_waits_it_out(
+    jk: tuple[JenkinsState, str], backend: JenkinsBackend
+) -> None:
+    """A 429 with Retry-After: 1 (a proxy in front of Jenkins): refused, not resent, not a
+    misconfiguration; the next start waits the second out and queues one item."""
     jk[0].faults.inject(Fault(status=429, retry_after="1"))
+    with pytest.raises(BackendRefused) as info:
+        await backend.start(req("req-a"))
+    assert not info.value.misconfigured and info.value.retry_after == 1
     begin = time.monotonic()
-    await backend.start(req())
-    assert time.monotonic() - begin >= 1.0
+    await backend.start(req("req-b"))
+    assert time.monotonic() - begin >= 0.9
     assert len(jk[0].queue) == 1
+
+
+async def test_a_request_merged_into_a_waiting_item_joins_it(
+    jk: tuple[JenkinsState, str], backend: JenkinsBackend
+) -> None:
+    """Jenkins answers 303 See Other when the request was merged into a waiting queue item
+    (ParametersDefinitionProperty.buildWithParameters): that item is the run, not a
+    refusal."""
+    jk[0].params = {"ENV": "staging"}  # a job without the correlation parameter
+    first = await backend.start(req("req-a"))
+    second = await backend.start(req("req-b"))
+    assert jk[0].faults.count("POST", "/buildWithParameters") == 2
+    assert first.ref == second.ref == f"queue:{jk[0].queue[0]['id']}"
+    assert len(jk[0].queue) == 1
+
+
+async def test_nothing_queued_is_a_definite_refusal(
+    jk: tuple[JenkinsState, str], backend: JenkinsBackend
+) -> None:
+    """302 to the job (schedule2 refused by a queue decision handler): no item exists, so
+    BackendRefused for the operator."""
+    jk[0].veto = True
+    with pytest.raises(BackendRefused) as info:
+        await backend.start(req())
+    assert info.value.misconfigured and "HTTP 302" in str(info.value)
+    assert jk[0].queue == []
+
+
+async def test_a_disabled_job_is_a_definite_refusal(
+    jk: tuple[JenkinsState, str], backend: JenkinsBackend
+) -> None:
+    """409 "is not buildable" (ParameterizedJobMixIn): BackendRefused naming the status."""
+    jk[0].buildable = False
+    with pytest.raises(BackendRefused, match="HTTP 409"):
+        await backend.start(req())
+    assert jk[0].queue == []
+
+
+async def test_the_ref_is_the_job_parameter_ref_param_names(jk: tuple[JenkinsState, str]) -> None:
+    """With ref_param=BRANCH a request's ref fills the job's BRANCH parameter; it is no
+    other parameter."""
+    jk[0].params["BRANCH"] = "main"
+    backend = make(jk[1], job="job/web/job/deploy?ref_param=BRANCH")
+    try:
+        await backend.start(StartRequest("req-ref", "c", {"ENV": "qa"}, ref="release/2"))
+    finally:
+        await backend.close()
+    assert jk[0].queue[0]["params"] == {"ENV": "qa", "TRIGGERGATE_ID": "req-ref", "BRANCH": "release/2"}
+
+
+def test_allow_listing_ref_without_ref_param_is_a_configuration_error() -> None:
+    """A job takes a ref only as a parameter: allow-listing ref without ref_param is refused
+    when the backend is built (check-config), key "params"."""
+    ctx = Context(environ={}, params=("ref", "ENV"))
+    with pytest.raises(ConfigurationError) as caught:
+        backend_from_url("jenkins+https://ci.example.com/job/deploy", ctx)
+    assert caught.value.key == "params"
+    backend_from_url("jenkins+https://ci.example.com/job/deploy?ref_param=BRANCH", ctx)
 
 
 @pytest.mark.parametrize(("case", "status"), [("token", "401"), ("job", "404"), ("forbidden", "403")])

@@ -88,7 +88,7 @@ async def test_signed_hook_gets_a_valid_signature_and_keeps_its_own_query(
     finally:
         await backend.close()
     hook = hooks[0].hooks[0]
-    assert hook["body"] == {"request_id": "req-1", "params": {"ENV": "prod"}}
+    assert hook["body"] == {"request_id": "req-1", "ref": "", "params": {"ENV": "prod"}}
     assert hook["query"] == {"trigger_title": "deploy"}
     assert started.ref == "req-1"
     assert status.state == "unknown"
@@ -116,28 +116,33 @@ async def test_a_status_code_outside_ok_is_a_refusal(hooks: tuple[HookState, str
         await backend.close()
 
 
-async def test_retry_after_503_then_success_starts_one_build(hooks: tuple[HookState, str]) -> None:
-    """Two 503 answers are retried; the third attempt starts exactly one build."""
-    hooks[0].faults.inject(Fault(status=503), Fault(status=503))
+async def test_a_503_is_uncertain_and_never_resent(hooks: tuple[HookState, str]) -> None:
+    """A 503 may come after the hook started the build: BackendUncertain after one POST."""
+    hooks[0].faults.inject(Fault(after="error", status=503))
     backend = buildkite(hooks[1])
     try:
-        await backend.start(req())
+        with pytest.raises(BackendUncertain):
+            await backend.start(req())
     finally:
         await backend.close()
-    assert hooks[0].faults.count("POST") == 3
+    assert hooks[0].faults.count("POST") == 1
     assert len(hooks[0].builds) == 1
 
 
-async def test_429_retry_after_is_honoured(hooks: tuple[HookState, str]) -> None:
-    """A 429 with Retry-After: 1 delays the retry by at least a second."""
+async def test_429_refuses_the_start_and_the_next_start_waits_it_out(hooks: tuple[HookState, str]) -> None:
+    """A 429 with Retry-After: 1: refused with that wait, not resent; the next start is sent
+    after the second has passed."""
     hooks[0].faults.inject(Fault(status=429, retry_after="1"))
     backend = signed(hooks[1])
-    begin = time.monotonic()
     try:
-        await backend.start(req())
+        with pytest.raises(BackendRefused) as info:
+            await backend.start(req("req-a"))
+        begin = time.monotonic()
+        await backend.start(req("req-b"))
     finally:
         await backend.close()
-    assert time.monotonic() - begin >= 1.0
+    assert not info.value.misconfigured and info.value.retry_after == 1
+    assert time.monotonic() - begin >= 0.9
     assert len(hooks[0].hooks) == 1
 
 
@@ -207,3 +212,13 @@ async def test_secrets_absent_from_errors_logs_and_results(
     assert all_logs.records
     for secret in (wrong, TOKEN, SECRET):
         assert_secret_absent(secret, info.value, info.value.__cause__, all_logs.text, started, status, hooked)
+
+
+async def test_the_default_body_carries_the_ref_beside_the_params(hooks: tuple[HookState, str]) -> None:
+    """The ref is the body's own "ref" field, never one of the params."""
+    backend = signed(hooks[1])
+    try:
+        await backend.start(StartRequest("req-ref", "198.51.100.7", {"ENV": "qa"}, ref="release"))
+    finally:
+        await backend.close()
+    assert hooks[0].hooks[0]["body"] == {"request_id": "req-ref", "ref": "release", "params": {"ENV": "qa"}}

@@ -56,17 +56,22 @@ def wait_settled(workdir: Path, timeout: float = 20) -> list[str]:
     return left
 
 
-async def test_a_throttled_backend_then_success_starts_one_run(tmp_path: Path) -> None:
-    """The pipeline hook answers 429 twice, then accepts: the client gets one 202 and the
-    hook saw exactly one accepted start."""
+async def test_a_throttled_start_is_refunded_not_resent_and_the_next_press_starts_one_run(
+    tmp_path: Path,
+) -> None:
+    """The pipeline hook answers 429 once: the start reached it, so it is not sent again;
+    the press gets 502 and its slot back. The next press starts one run: one accepted
+    start at the hook, one slot counted."""
     with webhook_server() as hook:
-        hook.fail_times, hook.fail_status = 2, 429
+        hook.fail_times, hook.fail_status = 1, 429
         env = base_env(tmp_path, TRIGGERGATE_PIPELINE=f"webhook+{hook.url}/hook")
         with serving(tmp_path, env) as server:
-            [response] = await press(server.url, "127.0.10.1")
-    assert response.status_code == 202
-    assert len(hook.rejected) == 2 and len(hook.received) == 1
-    assert [a["event"] for a in audits(tmp_path)] == ["accepted"]
+            [refused] = await press(server.url, "127.0.10.1")
+            [accepted] = await press(server.url, "127.0.10.1")
+    assert (refused.status_code, accepted.status_code) == (502, 202)
+    assert len(hook.rejected) == 1 and len(hook.received) == 1
+    assert [a["event"] for a in audits(tmp_path)] == ["refunded", "accepted"]
+    assert counted(tmp_path) == Counter({"127.0.10.1": 1})
 
 
 async def test_a_permanently_failing_backend_refunds_answers_502_and_alerts(

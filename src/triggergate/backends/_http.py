@@ -1,14 +1,18 @@
 """The HTTP plumbing the CI backends share: one client, bounded retries, safe errors.
 
-Retry rules (a start is a non-idempotent POST, a status read is not):
+A status read is idempotent; a start is not (GitHub, GitLab and Jenkins take no
+idempotency key), so once a start may have reached the CI system it is never sent again:
 
-- never sent (connect error, pool timeout), 408, 429, 503, and a 403 that
-  is a rate limit (``Retry-After`` or ``X-RateLimit-Remaining: 0``): retried, with
-  exponential backoff and full jitter, or after ``Retry-After`` when given;
-- other 5xx and sent-then-lost (read timeout, dropped connection): retried
-  for idempotent reads; for a start they are *ambiguous* and raise
-  :class:`BackendUncertain` at once, so the caller reconciles with ``find()``
-  before any second attempt;
+- never sent (connect error, connect timeout, pool timeout): retried, for reads and
+  starts alike, with exponential backoff and full jitter inside the time budget;
+- a rate limit (429, or a 403 that is one: :mod:`._ratelimit`): reads wait and retry;
+  a start is a definite refusal (nothing started), not resent, with ``retry_after``.
+  The wait is remembered: until it is over, a call waits it out before sending when
+  the budget allows, and otherwise refuses without sending;
+- 408 (the server did not get the whole request): reads retry; a start is refused;
+- 5xx and sent-then-lost (read timeout, dropped connection): reads retry; a start is
+  *uncertain* and raises :class:`BackendUncertain` at once, so the caller reconciles
+  with ``find()`` instead of sending it again;
 - any other 4xx (401, 403, 404, 422 ...) or 3xx: a definite refusal,
   :class:`BackendRefused` with ``misconfigured=True`` and an operator message.
 
@@ -19,22 +23,21 @@ response body or an exception text: they may reach alerts.
 from __future__ import annotations
 
 import asyncio
-import email.utils
+import logging
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import httpx
 
+from triggergate.backends._ratelimit import Cooldown
 from triggergate.errors import BackendError, BackendRefused, BackendUncertain
 
-RETRY_STATUSES = frozenset({408, 429, 503})
-T = TypeVar("T")
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+log = logging.getLogger("triggergate.backends")
 
 
 @dataclass(frozen=True)
@@ -60,20 +63,6 @@ class RetryPolicy:
         )
 
 
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """``Retry-After`` as delta-seconds or an HTTP date (RFC 9110 §10.2.3); None when absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
 class HttpRefused(BackendRefused):
     """A definite refusal with its HTTP status, for backends that must look closer (crumbs)."""
 
@@ -81,17 +70,6 @@ class HttpRefused(BackendRefused):
         super().__init__(message, misconfigured=True)
         self.status = response.status_code
         self.response = response
-
-
-def rate_limited(response: httpx.Response) -> bool:
-    """A 403 that is a rate limit, not a refusal (GitHub's secondary limits answer this way).
-
-    https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
-    """
-    headers = response.headers
-    return response.status_code == 403 and (
-        "Retry-After" in headers or headers.get("X-RateLimit-Remaining") == "0"
-    )
 
 
 def _reason(status: int) -> str:
@@ -118,6 +96,7 @@ class HttpClient:
         self._wall_clock = wall_clock
         self._sleep = sleep
         self._client = httpx.AsyncClient(timeout=policy.timeout, follow_redirects=False, **client_args)
+        self.cooldown = Cooldown()
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -132,7 +111,7 @@ class HttpClient:
         ok: frozenset[int] = frozenset({200, 201, 202, 204}),
         **kwargs: Any,
     ) -> httpx.Response:
-        """Send with retries; return a response whose status is in ``ok``.
+        """Send under the rules above; return a response whose status is in ``ok``.
 
         ``action`` names the call in messages ("workflow dispatch"). Raises
         BackendRefused (definite), BackendUncertain (a start may have
@@ -140,48 +119,65 @@ class HttpClient:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.policy.budget
+        await self._wait_out_cooldown(action, idempotent, deadline)
         last = "no attempt"
-        retry_after: float | None = None
         for attempt in range(self.policy.attempts):
             delay: float | None = None
             try:
-                remaining = max(0.1, deadline - loop.time())
-                timeout = min(self.policy.timeout, remaining)
+                timeout = min(self.policy.timeout, max(0.1, deadline - loop.time()))
                 response = await self._client.request(method, url, timeout=timeout, **kwargs)
             except NOT_SENT as exc:
                 last = f"{self.name}: {action}: cannot connect ({type(exc).__name__})"
             except httpx.TransportError as exc:
                 last = f"{self.name}: {action}: no complete answer ({type(exc).__name__})"
                 if not idempotent:
-                    raise BackendUncertain(last + "; reconcile before retrying") from exc
+                    raise BackendUncertain(last + "; reconcile, never resend") from exc
             else:
                 status = response.status_code
                 if status in ok:
+                    self.cooldown.succeeded()
                     return response
                 last = f"{self.name}: {action}: HTTP {status} {_reason(status)}"
-                if status in RETRY_STATUSES or rate_limited(response):
-                    delay = retry_after_seconds(response.headers.get("Retry-After"), self._wall_clock())
-                    if delay is None and response.headers.get("X-RateLimit-Reset", "").isdigit():
-                        delay = max(0.0, int(response.headers["X-RateLimit-Reset"]) - self._wall_clock())
-                    retry_after = delay
+                limited, delay = self.cooldown.observe(response, self._wall_clock())
+                if limited or status == 408:
+                    if not idempotent:
+                        raise _not_now(last, delay)  # refused before it was processed
                 elif status >= 500:
                     if not idempotent:
-                        raise BackendUncertain(last + "; reconcile before retrying")
+                        raise BackendUncertain(last + "; reconcile, never resend")
                 else:
                     raise HttpRefused(last, response)
             if delay is None:
                 delay = random.uniform(0, min(self.policy.cap, self.policy.base * 2**attempt))  # noqa: S311 - jitter, not security
             if attempt + 1 >= self.policy.attempts or loop.time() + delay > deadline:
                 break
+            log.debug("%s; retrying in %.2f s", last, delay)
             await self._sleep(delay)
+        left = self.cooldown.left(self._wall_clock()) or None
         if idempotent:
-            error = BackendError(last + " (retries exhausted)", definite=False)
-            error.retry_after = retry_after
-            raise error
-        # Only never-sent or "not now" answers reach here for a start: nothing started.
-        refused = BackendRefused(last + " (retries exhausted)")
-        refused.retry_after = retry_after
-        raise refused
+            raise BackendError(last + " (retries exhausted)", definite=False, retry_after=left)
+        # Only never-sent attempts reach here for a start: nothing started.
+        raise _not_now(last + " (retries exhausted)", left)
+
+    async def _wait_out_cooldown(self, action: str, idempotent: bool, deadline: float) -> None:
+        """Honour a rate limit's wait before sending: sleep if it fits the budget, else fail."""
+        left = self.cooldown.left(self._wall_clock())
+        if not left:
+            return
+        if asyncio.get_running_loop().time() + left <= deadline:
+            await self._sleep(left)
+            return
+        message = f"{self.name}: {action}: rate limited for {left:.0f} s more; not sent"
+        if idempotent:
+            raise BackendError(message, definite=False, retry_after=left)
+        raise _not_now(message, left)
+
+
+def _not_now(message: str, retry_after: float | None) -> BackendRefused:
+    """A definite refusal that is no misconfiguration: the CI system said "not now"."""
+    refused = BackendRefused(message)
+    refused.retry_after = retry_after
+    return refused
 
 
 def json_object(response: httpx.Response, name: str, action: str) -> dict[str, Any]:
@@ -193,43 +189,3 @@ def json_object(response: httpx.Response, name: str, action: str) -> dict[str, A
     if not isinstance(body, dict):
         raise BackendError(f"{name}: {action}: answer is not a JSON object", definite=False)
     return body
-
-
-class SingleFlight(Generic[T]):
-    """Concurrent starts with one request id share one call; recent results are remembered.
-
-    This makes ``start()`` idempotent inside one process (racing callers, a
-    retry after a slow answer); across processes the service's idempotency
-    record and ``find()`` do that job.
-    """
-
-    def __init__(self, remember: int = 1024) -> None:
-        self._inflight: dict[str, asyncio.Future[T]] = {}
-        self._done: OrderedDict[str, T] = OrderedDict()
-        self._remember = remember
-
-    async def run(self, key: str, call: Callable[[], Awaitable[T]]) -> T:
-        if key in self._done:
-            return self._done[key]
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            result = await call()
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: there may be no waiter
-            raise
-        else:
-            future.set_result(result)
-            self._done[key] = result
-            while len(self._done) > self._remember:
-                self._done.popitem(last=False)
-            return result
-        finally:
-            del self._inflight[key]

@@ -19,7 +19,9 @@ class StartRequest:
 
     ``request_id`` is unique per accepted trigger and is the idempotency token
     toward the backend: starting twice with the same id must start one run.
-    ``params`` holds only allow-listed, validated parameters.
+    ``params`` holds only allow-listed, validated parameters: the pipeline's inputs.
+    ``ref`` (the allow-listed ``ref`` parameter, or None) selects what runs, as each
+    backend documents (a branch, a tag, a source revision); it is never in ``params``.
     """
 
     request_id: str
@@ -61,8 +63,11 @@ class Backend(abc.ABC):
     async def start(self, request: StartRequest) -> Started:
         """Start one run, idempotently by ``request.request_id``.
 
-        Raise :class:`~triggergate.errors.BackendRefused` when no run started
-        for sure, :class:`~triggergate.errors.BackendUncertain` when it may have.
+        Raise :class:`~triggergate.errors.BackendRefused` (or any BackendError with
+        ``definite=True``) when no run started for sure, and
+        :class:`~triggergate.errors.BackendUncertain` when it may have. Once a request may
+        have reached the CI system it is not sent again unless the system takes an
+        idempotency key: an uncertain start is reconciled with :meth:`find`.
         """
 
     @abc.abstractmethod
@@ -76,6 +81,10 @@ class Backend(abc.ABC):
         uncertain start count as not started.
         """
         return None
+
+    def notes(self) -> list[str]:
+        """What the configured choices cost, for ``check-config`` to print (may be empty)."""
+        return []
 
     async def ping(self) -> None:  # noqa: B027 - readiness is optional for a backend
         """Return when the backend is reachable; raise BackendError otherwise."""

@@ -1,9 +1,14 @@
 """AWS CodePipeline: ``codepipeline://NAME?region=R&endpoint_url=U``.
 
 Starts with ``StartPipelineExecution`` and ``clientRequestToken`` = the request
-id, so any retry of the same start (ours after a throttle, a 5xx or a lost
-answer) yields the same execution instead of a second run. Allow-listed
-request parameters become pipeline variables (a V2 pipeline must declare them).
+id (an ``idempotencyToken`` in the service model), so any retry of the same start
+(ours after a throttle, a busy pipeline, a 5xx or a lost answer) yields the same
+execution instead of a second run. Allow-listed request parameters become pipeline
+variables (a V2 pipeline must declare them; a value may not be empty: the model's
+``PipelineVariableValue`` has ``min`` 1). A request's ``ref`` is never a variable: it
+overrides the source revision of ``source_action`` (``sourceRevisions``); a pipeline
+URL without ``source_action`` takes no ref, and allow-listing ``ref`` for it is a
+configuration error.
 
 URL options: ``source_action`` (the source action whose revision a request's
 ``ref`` overrides, as ``sourceRevisions``), ``revision_type`` (default
@@ -13,11 +18,22 @@ must be declared in the pipeline, and it is what lets :meth:`find` recognise
 an execution: ``ListPipelineExecutions`` does not return the client token, so
 without it ``find`` returns None and an uncertain start counts as not started).
 
-Errors: throttling, 5xx and lost connections are retried with jittered
-backoff inside a time budget (options ``http_attempts``, ``http_backoff``,
-``http_budget``, ``http_timeout``, as for the HTTP backends); a missing
-pipeline, denied access or invalid input is a ``BackendRefused`` with
-``misconfigured=True`` naming the problem for the operator (never the ARN).
+Errors, after the service model (botocore ``codepipeline/2015-07-09/service-2.json``,
+``StartPipelineExecution`` errors): throttling, ``ConflictException`` ("the pipeline is
+busy handling ongoing activities. Try again later"),
+``ConcurrentPipelineExecutionsLimitExceededException``, 5xx and lost connections are
+retried with jittered backoff inside a time budget (options ``http_attempts``,
+``http_backoff``, ``http_budget``, ``http_timeout``, as for the HTTP backends). When the
+budget is spent, a busy or throttled pipeline is a definite failure (no execution
+started; the slot is refunded, with a Retry-After), a 5xx or lost answer an uncertain
+one. Errors raised before anything is sent (no credentials, a parameter outside the
+model such as an empty variable value) and a missing pipeline, denied access or invalid
+input (``ValidationException``) are a ``BackendRefused`` with ``misconfigured=True``
+naming the problem for the operator (never the ARN).
+
+State mapping (``PipelineExecutionStatus``): InProgress -> running, Stopping -> running
+(the execution is still stopping; it ends Stopped), Stopped/Cancelled -> cancelled,
+Succeeded -> succeeded, Superseded -> superseded, Failed -> failed.
 """
 
 from __future__ import annotations
@@ -41,7 +57,7 @@ if TYPE_CHECKING:
 
 STATES: dict[str, RunState] = {
     "InProgress": "running",
-    "Stopping": "cancelled",
+    "Stopping": "running",
     "Stopped": "cancelled",
     "Cancelled": "cancelled",
     "Succeeded": "succeeded",
@@ -51,6 +67,19 @@ STATES: dict[str, RunState] = {
 THROTTLED = frozenset(
     {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
 )
+# StartPipelineExecution errors that say "not now": nothing started, try again later.
+BUSY = {
+    "ConflictException": "the pipeline is busy; try again later",
+    "ConcurrentPipelineExecutionsLimitExceededException": "the pipeline runs its maximum of executions",
+}
+# Raised by botocore before any request is sent: nothing can have started.
+NOT_SENT_HINTS = {
+    "NoCredentialsError": "no AWS credentials were found",
+    "PartialCredentialsError": "the AWS credentials are incomplete",
+    "CredentialRetrievalError": "the AWS credentials could not be obtained",
+    "NoRegionError": "no AWS region is configured",
+    "ParamValidationError": "a request value does not fit the CodePipeline model (an empty variable?)",
+}
 MISCONFIGURED = {
     "PipelineNotFoundException": "the pipeline does not exist in this account and region",
     "AccessDeniedException": "the execution role may not use this pipeline",
@@ -99,6 +128,13 @@ class CodePipelineBackend(Backend):
         )
         if problem:
             raise ConfigurationError(f"pipeline: {problem}", key="pipeline", value=url)
+        if "ref" in ctx.params and not where.query.get("source_action"):
+            raise ConfigurationError(
+                "params: a CodePipeline ref overrides a source revision: add source_action=ACTION "
+                "(the source action's name) to the pipeline URL",
+                key="params",
+                value="ref",
+            )
         return cls(where, RetryPolicy.from_options(ctx.options))
 
     @property
@@ -128,6 +164,11 @@ class CodePipelineBackend(Backend):
                         f"codepipeline: {action} {code}: {hint}",
                         misconfigured=code in MISCONFIGURED,
                     ) from exc
+                if kind == "not_sent":
+                    raise BackendRefused(
+                        f"codepipeline: {action} not sent ({code}): {NOT_SENT_HINTS[code]}",
+                        misconfigured=True,
+                    ) from exc
                 uncertain = uncertain or kind == "uncertain"
                 delay = random.uniform(0, min(self.policy.cap, self.policy.base * 2**attempt))  # noqa: S311
                 last_try = attempt + 1 >= self.policy.attempts
@@ -135,6 +176,10 @@ class CodePipelineBackend(Backend):
                     message = f"codepipeline: {action} gave up after {attempt + 1} tries ({code})"
                     if uncertain:
                         raise BackendUncertain(message, retry_after=delay) from exc
+                    if kind == "busy":
+                        refused = BackendRefused(f"{message}: {BUSY[code]}")
+                        refused.retry_after = max(delay, 1.0)
+                        raise refused from exc
                     raise BackendError(message, definite=True, retry_after=delay) from exc
                 await asyncio.sleep(delay)
         raise BackendError("codepipeline: no attempt allowed", definite=True)
@@ -152,6 +197,10 @@ class CodePipelineBackend(Backend):
             variables.append({"name": self.request_variable, "value": request.request_id})
         if variables:
             kwargs["variables"] = variables
+        if request.ref is not None and not self.source_action:
+            raise BackendRefused(
+                "codepipeline: this pipeline takes no ref (set source_action=)", misconfigured=True
+            )
         revision = request.ref or self.revision
         if self.source_action and revision:
             kwargs["sourceRevisions"] = [
@@ -206,17 +255,41 @@ class CodePipelineBackend(Backend):
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:
-    """("retry" | "uncertain" | "refused", AWS code): may a run have started, may we retry."""
-    from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError
+    """(kind, code): may a run have started, may we retry. Kinds: "retry" (nothing started),
+    "busy" (refused for now: retry), "uncertain" (it may have started: retry with the same
+    token), "refused" (definite), "not_sent" (raised before sending: definite)."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        CredentialRetrievalError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        ParamValidationError,
+        PartialCredentialsError,
+        ProxyConnectionError,
+    )
 
+    name = type(exc).__name__
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", "error"))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
         if code in THROTTLED or status == 429:
             return "retry", code
+        if code in BUSY:
+            return "busy", code
         if status >= 500:
             return "uncertain", code or str(status)
         return "refused", code
-    if isinstance(exc, ConnectTimeoutError | EndpointConnectionError):
-        return "retry", type(exc).__name__  # never sent: nothing can have started
-    return "uncertain", type(exc).__name__  # read timeout, dropped connection: it may have
+    if isinstance(exc, ConnectTimeoutError | EndpointConnectionError | ProxyConnectionError):
+        return "retry", name  # never sent: nothing can have started
+    for before_sending in (
+        NoCredentialsError,
+        PartialCredentialsError,
+        CredentialRetrievalError,
+        NoRegionError,
+        ParamValidationError,
+    ):
+        if isinstance(exc, before_sending):
+            return "not_sent", before_sending.__name__
+    return "uncertain", name  # read timeout, dropped connection: it may have

@@ -6,8 +6,13 @@ with Actions read/write, or a GitHub App installation token), sent only as a
 header. URL options: ``ref`` (default ``main``), ``api`` (GitHub Enterprise,
 tests), ``correlation_input`` (default ``triggergate_id``; empty disables it).
 
+A request's ``ref`` is the dispatch's ``ref`` (the branch or tag the workflow runs
+on), never an input; allow-listed parameters are the ``inputs``. GitHub takes at most
+25 inputs (OpenAPI ``actions/create-workflow-dispatch``: ``maxProperties: 25``), the
+correlation input included, so more allow-listed parameters are a configuration error.
+
 The run is identified from the dispatch answer when GitHub returns run
-details (``return_run_details``, 2026); older servers refuse that key and
+details (``return_run_details``); older servers refuse that key and
 are asked again without it. Otherwise the run is found by the correlation
 input, so the workflow must declare it and name its runs after it::
 
@@ -17,17 +22,24 @@ input, so the workflow must declare it and name its runs after it::
           triggergate_id: {required: false}
     run-name: ${{ inputs.triggergate_id }}
 
-State mapping: queued/waiting/pending/requested -> queued, in_progress ->
-running; completed with success -> succeeded, failure/timed_out/
-startup_failure -> failed, cancelled -> cancelled, skipped/stale ->
-superseded (GitHub did not run it because of newer work or conditions),
-neutral/action_required -> unknown.
+``find()`` pages through the workflow's ``workflow_dispatch`` runs created since the
+start was sent (``find_lookback``, default 24 h, when this process did not send it),
+100 a page, up to the 1,000 results GitHub returns for such a search.
+
+State mapping (status, then conclusion once ``completed``; the meanings are GitHub's,
+github/docs ``data/reusables/actions/workflow-run-statuses-2.md``): requested/queued/
+pending/waiting -> queued, in_progress -> running; success -> succeeded, neutral ->
+succeeded ("a completed but non-failing outcome"), failure/timed_out/startup_failure ->
+failed, action_required -> failed ("terminal-but-actionable": the run stopped and needs
+a person, so it did not do its work), cancelled -> cancelled, skipped/stale ->
+superseded (not run, or "no longer relevant").
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -35,25 +47,31 @@ from triggergate.backends._http import (
     HttpClient,
     HttpRefused,
     RetryPolicy,
-    SingleFlight,
     json_object,
 )
 from triggergate.backends.base import Backend, RunState, Started, StartRequest, Status
 from triggergate.errors import BackendRefused, ConfigurationError
 from triggergate.registry import Context
+from triggergate.singleflight import SingleFlight
 
 NAME = "github"
 QUEUED = frozenset({"queued", "waiting", "pending", "requested"})
 CONCLUSIONS: dict[str, RunState] = {
     "success": "succeeded",
+    "neutral": "succeeded",
     "failure": "failed",
     "timed_out": "failed",
     "startup_failure": "failed",
+    "action_required": "failed",
     "cancelled": "cancelled",
     "skipped": "superseded",
     "stale": "superseded",
 }
 PENDING_REF = "request:"
+MAX_INPUTS = 25  # OpenAPI actions/create-workflow-dispatch: inputs "maxProperties": 25
+PAGE = 100  # per_page maximum (OpenAPI components/parameters/per-page)
+MAX_PAGES = 10  # actions/list-workflow-runs: "up to 1,000 results" with created/event
+SKEW = 120.0  # seconds of clock difference tolerated between this host and GitHub
 
 
 def run_state(run: dict[str, Any]) -> RunState:
@@ -66,6 +84,12 @@ def run_state(run: dict[str, Any]) -> RunState:
     if status == "completed":
         return CONCLUSIONS.get(str(run.get("conclusion")), "unknown")
     return "unknown"
+
+
+def _detail(run: dict[str, Any]) -> str:
+    if run.get("conclusion") == "action_required":
+        return "GitHub stopped the run until a person acts on it (action_required)"
+    return str(run.get("conclusion") or run.get("status") or "")
 
 
 class GitHubBackend(Backend):
@@ -93,7 +117,8 @@ class GitHubBackend(Backend):
         self.find_wait = float(ctx.options.get("find_wait", 8.0))
         self.lookback = float(ctx.options.get("find_lookback", 86400.0))
         self.http = HttpClient(NAME, RetryPolicy.from_options(ctx.options))
-        self._flight: SingleFlight[Started] = SingleFlight()
+        self._flight: SingleFlight[Started] = SingleFlight(remember=1024)
+        self._sent: OrderedDict[str, float] = OrderedDict()  # request id -> when dispatched
 
     @classmethod
     def from_url(cls, url: str, ctx: Context) -> GitHubBackend:
@@ -106,6 +131,17 @@ class GitHubBackend(Backend):
                 value=url,
             )
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        correlation = query.get("correlation_input", "triggergate_id")
+        inputs = [name for name in ctx.params if name != "ref"] + ([correlation] if correlation else [])
+        if len(inputs) > MAX_INPUTS:
+            raise ConfigurationError(
+                f"params: GitHub takes at most {MAX_INPUTS} workflow inputs and this gate would send "
+                f"{len(inputs)} ({len(inputs) - bool(correlation)} allow-listed parameters"
+                + (f" + the correlation input {correlation!r}" if correlation else "")
+                + "); allow fewer parameters (ref does not count: it selects the branch)",
+                key="params",
+                value=len(inputs),
+            )
         return cls(
             ctx,
             owner=parts.netloc,
@@ -113,7 +149,7 @@ class GitHubBackend(Backend):
             workflow=path[1],
             ref=query.get("ref", "main"),
             api=query.get("api", "https://api.github.com"),
-            correlation_input=query.get("correlation_input", "triggergate_id"),
+            correlation_input=correlation,
         )
 
     def _headers(self) -> dict[str, str]:
@@ -135,6 +171,9 @@ class GitHubBackend(Backend):
         if self.correlation_input:
             inputs[self.correlation_input] = request.request_id
         body: dict[str, Any] = {"ref": request.ref or self.ref, "inputs": inputs}
+        self._sent[request.request_id] = self.ctx.clock()
+        while len(self._sent) > 1024:
+            self._sent.popitem(last=False)
         response = None
         if self.run_details:
             try:
@@ -182,21 +221,34 @@ class GitHubBackend(Backend):
     async def find(self, request_id: str) -> Started | None:
         if not self.correlation_input:
             return None
-        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.ctx.clock() - self.lookback))
-        # https://docs.github.com/en/rest/actions/workflow-runs#list-workflow-runs-for-a-workflow
-        response = await self.http.send(
-            "GET",
-            f"{self.workflow_url}/runs",
-            "list workflow runs",
-            idempotent=True,
-            ok=frozenset({200}),
-            params={"event": "workflow_dispatch", "created": f">={since}", "per_page": "100"},
-            headers=self._headers(),
-        )
-        runs = json_object(response, NAME, "list workflow runs").get("workflow_runs") or []
-        for run in runs:
-            if isinstance(run, dict) and request_id in str(run.get("display_title", "")):
-                return Started(str(run["id"]), run.get("html_url"), run_state(run))
+        sent = self._sent.get(request_id)
+        since = sent - SKEW if sent is not None else self.ctx.clock() - self.lookback
+        params = {
+            "event": "workflow_dispatch",
+            "created": ">=" + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)),
+            "per_page": str(PAGE),
+        }
+        for page in range(1, MAX_PAGES + 1):
+            # https://docs.github.com/rest/actions/workflow-runs#list-workflow-runs-for-a-workflow
+            response = await self.http.send(
+                "GET",
+                f"{self.workflow_url}/runs",
+                "list workflow runs",
+                idempotent=True,
+                ok=frozenset({200}),
+                params={**params, "page": str(page)},
+                headers=self._headers(),
+            )
+            runs = json_object(response, NAME, "list workflow runs").get("workflow_runs") or []
+            for run in runs:
+                if (
+                    isinstance(run, dict)
+                    and run.get("event") == "workflow_dispatch"
+                    and request_id in str(run.get("display_title", ""))
+                ):
+                    return Started(str(run["id"]), run.get("html_url"), run_state(run))
+            if 'rel="next"' not in response.headers.get("Link", "") or len(runs) < PAGE:
+                return None
         return None
 
     async def status(self, ref: str) -> Status:
@@ -216,7 +268,7 @@ class GitHubBackend(Backend):
         )
         run = json_object(response, NAME, "get workflow run")
         url = run.get("html_url")
-        return Status(run_state(run), url if isinstance(url, str) else None)
+        return Status(run_state(run), url if isinstance(url, str) else None, _detail(run))
 
     async def close(self) -> None:
         await self.http.close()

@@ -6,8 +6,19 @@ CSRF crumbs for API-token requests since 2.96; when a server still asks (403
 naming the crumb) the crumb is fetched once, cached with its session cookie,
 and the start sent again — safe, since a 403 started nothing.
 
-The request id goes in as the parameter ``TRIGGERGATE_ID``: the job must
-declare it. The ref is ``queue:N`` until the queue item has a build, then
+The request id goes in as the parameter ``TRIGGERGATE_ID`` (``correlation_param``):
+the job must declare it (Jenkins drops undeclared parameters). A request's ``ref``
+goes in as the job parameter named by ``ref_param`` (e.g. ``?ref_param=BRANCH``);
+without it a job takes no ref, and allow-listing ``ref`` is a configuration error.
+
+``buildWithParameters`` answers as ``ParametersDefinitionProperty.buildWithParameters``
+(Jenkins core) does: 201 and the new queue item; 303 and the existing queue item the
+request was merged into (``Queue.schedule2`` folds a request whose parameters equal a
+waiting item's; with the unique correlation parameter that is this same request sent
+again), which is joined as the run; 302 to the job when nothing was queued (a queue
+decision refused it), a definite refusal. A disabled job is 409.
+
+The run reference is ``queue:N`` until the queue item has a build, then
 ``build:N``; ``status`` resolves either (a queue item Jenkins has forgotten
 is matched to its build by ``queueId``). State mapping: in the queue ->
 queued (a cancelled item -> cancelled), building -> running, SUCCESS ->
@@ -27,12 +38,12 @@ from triggergate.backends._http import (
     HttpClient,
     HttpRefused,
     RetryPolicy,
-    SingleFlight,
     json_object,
 )
 from triggergate.backends.base import Backend, RunState, Started, StartRequest, Status
 from triggergate.errors import BackendRefused, ConfigurationError
 from triggergate.registry import Context
+from triggergate.singleflight import SingleFlight
 
 NAME = "jenkins"
 RESULTS: dict[str, RunState] = {
@@ -67,13 +78,16 @@ class JenkinsBackend(Backend):
 
     name = "Jenkins"
 
-    def __init__(self, ctx: Context, *, root: str, job_path: str, correlation: str) -> None:
+    def __init__(
+        self, ctx: Context, *, root: str, job_path: str, correlation: str, ref_param: str = ""
+    ) -> None:
         self.ctx = ctx
         self.root = root.rstrip("/")
         self.job_url = self.root + job_path.rstrip("/")
         self.correlation = correlation
+        self.ref_param = ref_param
         self.http = HttpClient(NAME, RetryPolicy.from_options(ctx.options))
-        self._flight: SingleFlight[Started] = SingleFlight()
+        self._flight: SingleFlight[Started] = SingleFlight(remember=1024)
         self._crumb: dict[str, str] = {}
         self._builds: dict[str, str] = {}  # queue id -> build number, once known
 
@@ -89,11 +103,20 @@ class JenkinsBackend(Backend):
                 value=url,
             )
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        ref_param = query.get("ref_param", "")
+        if "ref" in ctx.params and not ref_param:
+            raise ConfigurationError(
+                "params: a Jenkins job takes a ref only as a job parameter: add "
+                "ref_param=NAME (the job's branch parameter) to the pipeline URL",
+                key="params",
+                value="ref",
+            )
         return cls(
             ctx,
             root=f"{scheme}://{parts.netloc}{root}",
             job_path="/job/" + job,
             correlation=query.get("correlation_param", "TRIGGERGATE_ID"),
+            ref_param=ref_param,
         )
 
     def _auth(self) -> httpx.BasicAuth:
@@ -110,6 +133,10 @@ class JenkinsBackend(Backend):
 
     async def _start(self, request: StartRequest) -> Started:
         form = {**request.params, self.correlation: request.request_id}
+        if request.ref is not None:
+            if not self.ref_param:
+                raise BackendRefused(f"{NAME}: this job takes no ref (set ref_param=)", misconfigured=True)
+            form[self.ref_param] = request.ref
         try:
             response = await self._build(form)
         except HttpRefused as exc:
@@ -118,9 +145,16 @@ class JenkinsBackend(Backend):
                 raise
             await self._fetch_crumb()
             response = await self._build(form)
+        if response.status_code == 302:  # sendRedirect("."): schedule2 queued nothing
+            raise BackendRefused(
+                f"{NAME}: buildWithParameters: HTTP 302: Jenkins queued nothing "
+                "(a queue decision handler refused the build)",
+                misconfigured=True,
+            )
         match = QUEUE_ITEM.search(response.headers.get("Location", ""))
         if match is None:
             raise BackendRefused(f"{NAME}: buildWithParameters answered without a queue item")
+        # 201: a new queue item; 303: the waiting item this request was merged into.
         return Started(f"queue:{match.group(1)}")
 
     async def _build(self, form: dict[str, str]) -> httpx.Response:
@@ -130,7 +164,7 @@ class JenkinsBackend(Backend):
             f"{self.job_url}/buildWithParameters",
             "buildWithParameters",
             idempotent=False,
-            ok=frozenset({201}),
+            ok=frozenset({201, 302, 303}),
             data=form,
             headers=self._crumb,
             auth=self._auth(),

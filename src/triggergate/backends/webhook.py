@@ -14,12 +14,13 @@ Options in the URL (removed before the call; other query keys stay):
   a status URL every status is ``unknown`` — a generic hook has no read API.
 
 ``TRIGGERGATE_PIPELINE_WEBHOOK_TOKEN``, when set, is sent as a Bearer token.
-Every start carries ``Idempotency-Key: <request id>``; ``find()`` cannot look
-runs up, so an uncertain start counts as not started: point it at a hook that
-honours the key, or that tolerates a repeated start.
+Every start carries ``Idempotency-Key: <request id>``, but a start that may have
+reached the hook is never sent again (a 5xx or a lost answer is uncertain), and
+``find()`` cannot look runs up, so an uncertain start counts as not started.
 
 The body is ``ctx.options["body_template"]`` (a JSON value or its text) or
-``{"request_id": "${request_id}", "params": "${params}"}``. In string leaves
+``{"request_id": "${request_id}", "ref": "${ref}", "params": "${params}"}``: the ref
+(what to build, empty when the request named none) is never one of the params. In string leaves
 ``${request_id}``, ``${ref}``, ``${client}`` and ``${params.NAME}`` are
 replaced; a leaf that is exactly ``"${params}"`` becomes the params object.
 Substitution works on the parsed value, so no parameter can break the JSON.
@@ -34,10 +35,11 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from triggergate.backends._http import HttpClient, RetryPolicy, SingleFlight, json_object
+from triggergate.backends._http import HttpClient, RetryPolicy, json_object
 from triggergate.backends.base import Backend, RunState, Started, StartRequest, Status
 from triggergate.errors import ConfigurationError
 from triggergate.registry import Context
+from triggergate.singleflight import SingleFlight
 
 NAME = "webhook"
 OPTIONS = {
@@ -49,7 +51,7 @@ OPTIONS = {
     "status_url",
     "state_field",
 }
-DEFAULT_TEMPLATE = {"request_id": "${request_id}", "params": "${params}"}
+DEFAULT_TEMPLATE = {"request_id": "${request_id}", "ref": "${ref}", "params": "${params}"}
 PLACEHOLDER = re.compile(r"\$\{(request_id|ref|client|params\.[A-Za-z0-9_.-]+)\}")
 WORDS: dict[str, RunState] = {
     **dict.fromkeys(("queued", "pending", "waiting", "created", "scheduled", "enqueued"), "queued"),
@@ -112,7 +114,7 @@ class WebhookBackend(Backend):
         except ValueError as exc:
             raise ConfigurationError("body_template is not JSON", key="body_template") from exc
         self.http = HttpClient(NAME, RetryPolicy.from_options(ctx.options))
-        self._flight: SingleFlight[Started] = SingleFlight()
+        self._flight: SingleFlight[Started] = SingleFlight(remember=1024)
 
     @classmethod
     def from_url(cls, url: str, ctx: Context) -> WebhookBackend:

@@ -1,15 +1,22 @@
 """A GitHub Actions REST contract server: workflow dispatch, run list, run read.
 
-Shapes and rules come from these pages:
-- dispatch: https://docs.github.com/en/rest/actions/workflows#create-a-workflow-dispatch-event
-  (body {"ref", "inputs"}; 204 No Content, or 200 with workflow_run_id/run_url/html_url
-  when "return_run_details": true — https://github.blog/changelog/2026-02-19-workflow-dispatch-api-now-returns-run-ids)
-- list: https://docs.github.com/en/rest/actions/workflow-runs#list-workflow-runs-for-a-workflow
-- read: https://docs.github.com/en/rest/actions/workflow-runs#get-a-workflow-run
+Modelled on GitHub's OpenAPI description (github/rest-api-description,
+``descriptions/api.github.com/api.github.com.2022-11-28.json``; "OpenAPI" below) and
+GitHub's docs (github/docs); each rule names its source where it is implemented.
+
+- dispatch: OpenAPI ``actions/create-workflow-dispatch``: body {"ref" (required),
+  "inputs" (object, ``maxProperties: 25``), "return_run_details" (boolean)}; 204 when
+  ``return_run_details`` is false or absent, 200 with workflow_run_id/run_url/html_url
+  when it is true (servers that predate it refuse the key: ``run_details=False``);
+- list: OpenAPI ``actions/list-workflow-runs`` (``event``, ``created``, ``per_page``
+  max 100, ``page``, ``Link`` header; "up to 1,000 results for each search" with
+  ``created``/``event``);
+- read: OpenAPI ``actions/get-workflow-run``;
 - auth header: https://docs.github.com/en/rest/authentication/authenticating-to-the-rest-api
 - errors ({"message", "documentation_url", "status"}):
   https://docs.github.com/en/rest/using-the-rest-api/troubleshooting-the-rest-api
-- 429/403 with Retry-After: https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
+- rate limits: github/docs ``content/rest/using-the-rest-api/rate-limits-for-the-rest-api.md``
+  ("Exceeding the rate limit"): :data:`SECONDARY_LIMIT` and :func:`primary_limit`.
 """
 
 from __future__ import annotations
@@ -19,17 +26,51 @@ import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.backends.contract._server import Faults
+from tests.backends.contract._server import Fault, Faults
 
 TOKEN = "ghp_contractTOKEN0123456789abcdefSECRET"
 DOCS = "https://docs.github.com/rest"
 PHASES = [("queued", None), ("in_progress", None), ("completed", "")]
+MAX_INPUTS = 25  # OpenAPI actions/create-workflow-dispatch: inputs "maxProperties": 25
+MAX_RESULTS = 1000  # OpenAPI actions/list-workflow-runs: "up to 1,000 results for each search"
+RATE_DOCS = "https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api"
+
+# A secondary rate limit: 403 "and an error message that indicates that you exceeded a
+# secondary rate limit", possibly with neither retry-after nor x-ratelimit-remaining: 0
+# ("Otherwise, wait for at least one minute before retrying"; rate-limits doc). The
+# message is the one GitHub sends (as reported in app-sre/github-mirror#62).
+SECONDARY_LIMIT = Fault(
+    status=403,
+    body=json.dumps(
+        {
+            "message": "You have exceeded a secondary rate limit. Please wait a few minutes "
+            "before you try again.",
+            "documentation_url": f"{RATE_DOCS}#about-secondary-rate-limits",
+        }
+    ),
+)
+
+
+def primary_limit(reset_in: int, method: str = "POST") -> Fault:
+    """A primary rate limit: 403 with x-ratelimit-remaining 0 and x-ratelimit-reset (epoch
+    seconds) "You should not retry your request until after" (rate-limits doc)."""
+    return Fault(
+        status=403,
+        method=method,
+        body=json.dumps({"message": "API rate limit exceeded", "documentation_url": RATE_DOCS}),
+        headers={
+            "x-ratelimit-limit": "5000",
+            "x-ratelimit-remaining": "0",
+            "x-ratelimit-reset": str(int(time.time()) + reset_in),
+        },
+    )
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -61,6 +102,20 @@ class GitHubState:
     conclusion: str = "success"
     runs: list[dict[str, Any]] = field(default_factory=list)
     faults: Faults = field(default_factory=lambda: Faults(error_body))
+    dispatched: list[dict[str, Any]] = field(default_factory=list)  # accepted bodies
+
+    def add_run(self, title: str, event: str = "workflow_dispatch", age: float = 0.0) -> None:
+        """A run started elsewhere (another dispatch, a push), ``age`` seconds ago."""
+        self.runs.append(
+            {
+                "id": 30433642 + len(self.runs),
+                "phase": 0,
+                "conclusion": self.conclusion,
+                "display_title": title,
+                "event": event,
+                "created": time.time() - age,
+            }
+        )
 
 
 def build_app(state: GitHubState) -> Any:
@@ -82,7 +137,7 @@ def build_app(state: GitHubState) -> Any:
             "id": run["id"],
             "name": "Deploy",
             "display_title": run["display_title"],
-            "event": "workflow_dispatch",
+            "event": run["event"],
             "status": phase,
             "conclusion": (conclusion or run["conclusion"]) if conclusion is not None else None,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run["created"])),
@@ -101,6 +156,7 @@ def build_app(state: GitHubState) -> Any:
         extra = sorted(set(body) - allowed) if isinstance(body, dict) else []
         if not isinstance(body, dict) or extra:
             return error(422, f'Invalid request.\n\n"{extra[0] if extra else body}" is not a permitted key.')
+        # OpenAPI: "required": ["ref"]; a schema violation is 422 "Invalid request".
         if not isinstance(body.get("ref"), str):
             return error(422, 'Invalid request.\n\n"ref" wasn\'t supplied.')
         if body["ref"] not in state.branches:
@@ -108,17 +164,18 @@ def build_app(state: GitHubState) -> Any:
         inputs = body.get("inputs") or {}
         if not isinstance(inputs, dict) or not all(isinstance(v, str) for v in inputs.values()):
             return error(422, "Invalid request.\n\nFor 'properties/inputs', is not an object.")
+        if len(inputs) > MAX_INPUTS:  # OpenAPI: inputs "maxProperties": 25
+            too_many = f"more than {MAX_INPUTS} properties"
+            return error(422, f"Invalid request.\n\nFor 'properties/inputs', {too_many}.")
+        # An input the workflow's on.workflow_dispatch.inputs does not declare is refused
+        # (GitHub's answer for it; the description says inputs are "configured in the
+        # workflow file").
         if unexpected := sorted(set(inputs) - state.inputs):
             return error(422, f"Unexpected inputs provided: {json.dumps(unexpected)}")
-        run = {
-            "id": 30433642 + len(state.runs),
-            "phase": 0,
-            "conclusion": state.conclusion,
-            # run-name: ${{ inputs.triggergate_id }} makes the display title the id.
-            "display_title": inputs.get("triggergate_id", "Deploy"),
-            "created": time.time(),
-        }
-        state.runs.append(run)
+        state.dispatched.append(body)
+        # run-name: ${{ inputs.triggergate_id }} makes the display title the id.
+        state.add_run(inputs.get("triggergate_id", "Deploy"))
+        run = state.runs[-1]
         if body.get("return_run_details") is True:
             shown = public(run, str(request.base_url).rstrip("/"))
             return JSONResponse(
@@ -133,19 +190,28 @@ def build_app(state: GitHubState) -> Any:
     async def list_runs(request: Request) -> Response:
         if (refused := check(request)) is not None:
             return refused
-        since = request.query_params.get("created", ">=1970-01-01T00:00:00Z")
+        q = request.query_params
+        since = q.get("created", ">=1970-01-01T00:00:00Z")
         if not since.startswith(">="):
             return error(422, "Validation Failed")
         floor = calendar.timegm(time.strptime(since[2:], "%Y-%m-%dT%H:%M:%SZ"))
-        per_page = min(int(request.query_params.get("per_page", "30")), 100)
+        per_page = min(int(q.get("per_page", "30")), 100)  # components/parameters/per-page
+        page = int(q.get("page", "1"))
         now = time.time()
         host = str(request.base_url).rstrip("/")
         runs = [
             public(r, host)
-            for r in reversed(state.runs)
-            if r["created"] + state.list_delay <= now and r["created"] >= floor
-        ]
-        return JSONResponse({"total_count": len(runs), "workflow_runs": runs[:per_page]})
+            for r in reversed(state.runs)  # newest first
+            if r["created"] + state.list_delay <= now
+            and r["created"] >= floor
+            and q.get("event", r["event"]) == r["event"]
+        ][:MAX_RESULTS]
+        shown = runs[(page - 1) * per_page : page * per_page]
+        headers = {}
+        if page * per_page < len(runs):  # components/headers/link: rel="next"
+            following = urlencode({**q, "page": str(page + 1)})
+            headers["Link"] = f'<{request.url.remove_query_params(list(q))}?{following}>; rel="next"'
+        return JSONResponse({"total_count": len(runs), "workflow_runs": shown}, headers=headers)
 
     async def get_run(request: Request) -> Response:
         if (refused := check(request)) is not None:

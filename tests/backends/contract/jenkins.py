@@ -1,15 +1,23 @@
 """A Jenkins contract server: buildWithParameters, crumbs, queue items, builds.
 
-Shapes and rules come from these pages:
-- remote access API (buildWithParameters -> 201 + Location: .../queue/item/N/,
-  queue item executable, build JSON, ``tree``):
+Modelled on Jenkins core (jenkinsci/jenkins) and its docs; each rule names its source
+where it is implemented:
+- ``buildWithParameters``: ``core/src/main/java/jenkins/model/ParameterizedJobMixIn.java``
+  (``doBuildWithParameters``: 409 when the job is not buildable) and
+  ``core/src/main/java/hudson/model/ParametersDefinitionProperty.java``
+  (``buildWithParameters``: a value for each declared parameter, from the request or its
+  default, others dropped; ``Queue.schedule2``; 201 + Location of a new queue item, 303 +
+  Location of the existing item when the request was merged into it, 302 to the job
+  when nothing was queued);
+- merging: ``core/src/main/java/hudson/model/Queue.java`` (``scheduleInternal``: a
+  waiting item whose ``ParametersAction`` has equal parameters takes the request) and
+  ``ParametersAction.shouldSchedule``;
+- remote access API (queue item executable, build JSON, ``tree``):
   https://www.jenkins.io/doc/book/using/remote-access-api/
 - user + API token basic auth:
   https://www.jenkins.io/doc/book/system-administration/authenticating-scripted-clients/
 - crumbs (GET /crumbIssuer/api/json, header + session cookie, 403 "No valid crumb"):
   https://www.jenkins.io/doc/book/security/csrf-protection/
-- an identical queued request joins the queued item (Queue.schedule2):
-  https://javadoc.jenkins.io/hudson/model/Queue.html
 """
 
 from __future__ import annotations
@@ -43,7 +51,10 @@ class JenkinsState:
     """What the fake Jenkins holds; tests read and tune it."""
 
     job: str = "/job/web/job/deploy"
-    params: set[str] = field(default_factory=lambda: {"ENV", "TRIGGERGATE_ID"})
+    # declared parameters and their defaults (StringParameterDefinition)
+    params: dict[str, str] = field(default_factory=lambda: {"ENV": "staging", "TRIGGERGATE_ID": ""})
+    buildable: bool = True  # False: a disabled job
+    veto: bool = False  # True: a QueueDecisionHandler refuses every schedule
     crumb_required: bool = False
     forget_queue: bool = False  # queue items vanish once they have a build
     result: str = "SUCCESS"
@@ -115,14 +126,21 @@ def build_app(state: JenkinsState) -> Any:
             )
         if request.headers.get("content-type", "").split(";")[0] != FORM:
             return HTMLResponse("<html><body>HTTP ERROR 400</body></html>", 400)
+        if not state.buildable:  # ParameterizedJobMixIn: SC_CONFLICT "... is not buildable"
+            return HTMLResponse(f"<html>{state.job} is not buildable</html>", 409)
         given = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
-        # Jenkins drops parameters the job does not declare.
-        params = {k: v for k, v in given.items() if k in state.params}
+        # One value per declared parameter, from the request or the default; the rest dropped.
+        params = {name: given.get(name, default) for name, default in state.params.items()}
+        if state.veto:  # schedule2 -> ScheduleResult.refused(): no item, sendRedirect(".")
+            return Response(status_code=302, headers={"Location": f"{host}{state.job}/"})
         for item in state.queue:
+            # scheduleInternal: a waiting item with equal parameters takes the request,
+            # ScheduleResult.existing -> 303 See Other to that item.
             if item["build"] is None and item["params"] == params:
-                return Response(status_code=201, headers={"Location": f"{host}/queue/item/{item['id']}/"})
+                return Response(status_code=303, headers={"Location": f"{host}/queue/item/{item['id']}/"})
         item = {"id": 401 + len(state.queue), "params": params, "build": None, "reads": 0}
         state.queue.append(item)
+        # ScheduleResult.created -> 201 Created with the new item's URL.
         return Response(status_code=201, headers={"Location": f"{host}/queue/item/{item['id']}/"})
 
     async def route(request: Request, host: str) -> Response:
