@@ -20,7 +20,8 @@ from tests.servers._process import free_port
 from triggergate.cli import drain_seconds
 from triggergate.settings import Settings
 
-pytestmark = [pytest.mark.slow, pytest.mark.container]
+# The first test also builds the image (and, on a first run, bootstraps its base).
+pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.timeout(600)]
 
 UID = "10001"
 

@@ -18,7 +18,7 @@ from tests.deploy.podman import Podman, wait_healthy
 from tests.servers._process import free_port
 from tests.servers.redis import RedisServer
 
-pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.redis]
+pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.redis, pytest.mark.timeout(600)]  # may build the image
 
 PRESSES = 200
 
