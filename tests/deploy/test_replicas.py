@@ -18,7 +18,8 @@ from tests.deploy.podman import Podman, wait_healthy
 from tests.servers._process import free_port
 from tests.servers.redis import RedisServer
 
-pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.redis, pytest.mark.timeout(600)]  # may build the image
+# Run alone, this test builds the image (and, on a first run, bootstraps its base).
+pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.redis, pytest.mark.timeout(600)]
 
 PRESSES = 200
 
