@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import sys
 import time
@@ -75,6 +76,18 @@ def main() -> None:
     """A public, abuse-proof trigger for a CI/CD pipeline."""
 
 
+def drain_seconds(settings: Settings) -> float:
+    """How long ``serve`` lets requests in flight finish after SIGTERM before cancelling them.
+
+    The longest one trigger can take: a pipeline start that times out and the lookup of
+    that start which follows (each bounded by ``backend_timeout``), plus its store calls
+    (at most ten, each bounded by ``store_timeout``). A shorter drain would cut such a
+    request off and leave its client without an answer. A stop with nothing in flight
+    does not wait.
+    """
+    return 2 * settings.backend_timeout + 10 * settings.store_timeout
+
+
 @main.command()
 @config_option
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -104,7 +117,7 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
         http=BoundedHttpTools,  # httptools alone buffers a head of any size: web/limits.py
         access_log=False,
         log_config=None,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=math.ceil(drain_seconds(settings)),
     )
 
 

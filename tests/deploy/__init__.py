@@ -1,0 +1,1 @@
+"""The shipped deployments (container image, compose file, systemd unit), tested as documented."""
