@@ -233,7 +233,7 @@ def audit() -> None:
 @click.option("--client", help="only this client key")
 @click.option(
     "--outcome",
-    type=click.Choice(["accepted", "refunded", "failed", "denied", "recovered", "admin"]),
+    type=click.Choice(["accepted", "refunded", "failed", "uncertain", "denied", "recovered", "admin"]),
 )
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
