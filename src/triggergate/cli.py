@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from triggergate.audit import audit_record, iso
+from triggergate.aws.secrets import load_ssm_secrets
 from triggergate.errors import ConfigurationError, RequestError, StoreError
 from triggergate.gate import BUDGET_KEY, KILL_SWITCH
 from triggergate.identity import resolve_client
@@ -35,6 +36,7 @@ def _fail(message: str, code: int = EXIT_CONFIG) -> None:
 
 def _settings(config: str | None) -> Settings:
     try:
+        load_ssm_secrets(os.environ)  # TRIGGERGATE_<NAME>_SSM, once, before anything reads them
         return load_settings(config)
     except ConfigurationError as exc:
         _fail(f"triggergate: configuration is invalid:\n{exc}")
