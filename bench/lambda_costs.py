@@ -75,6 +75,7 @@ def measure(memory: int, env: dict[str, str], outage_env: dict[str, str], rounds
     with busy(SHARES[memory]):
         spender = LambdaProcess(HANDLER, env, cpus="0", taskset="taskset")
         found["init_s"] = spender.wait_init(timeout=300)  # one init at a time, as on Lambda
+        found["init_cpu_s"] = spender.init_cpu
         reader = LambdaProcess(HANDLER, env, cpus="0", taskset="taskset")
         try:
             reader.wait_init(timeout=300)

@@ -95,6 +95,7 @@ class LambdaProcess:
             text=True,
         )
         self.init: float | None = None
+        self.init_cpu: float | None = None  # CPU seconds the process spent up to the end of init
         self.invocations = 0
 
     def wait_init(self, timeout: float = 60.0) -> float:
@@ -104,6 +105,7 @@ class LambdaProcess:
             if "init_error" in line:
                 raise RuntimeError(f"init failed: {line['init_error']}")
             self.init = float(line["init"])
+            self.init_cpu = float(line["init_cpu"])
         return self.init
 
     def send(self, event: Mapping[str, Any]) -> None:
@@ -181,7 +183,8 @@ def main(argv: Sequence[str]) -> int:
     except Exception as exc:  # Lambda reports Runtime.ImportModuleError / init errors
         protocol.write(json.dumps({"init_error": f"{type(exc).__name__}: {exc}"}) + "\n")
         return 1
-    protocol.write(json.dumps({"init": time.perf_counter() - started}) + "\n")
+    init = {"init": time.perf_counter() - started, "init_cpu": time.process_time()}
+    protocol.write(json.dumps(init) + "\n")
     for text in sys.stdin:
         event = json.loads(text)
         began = time.perf_counter()
