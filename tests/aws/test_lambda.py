@@ -298,3 +298,23 @@ def test_valid_base64_body_is_decoded_as_api_gateway_sent_it(gateway: Any) -> No
     response = app.http(v2("POST", "/trigger", body='{"params": {"nope": "x"}}'), None)
     assert response["statusCode"] == 400
     assert _json(response)["error"] != "bad_body"
+
+
+def test_denials_are_summarised_once_a_minute_by_the_next_denial(gateway: Any) -> None:
+    """Lambda runs nothing between invocations: the first denial of a new minute writes the
+    previous minute's summary (one audit record), and denials within a minute write none."""
+    app, clock = gateway()
+    for _ in range(3):
+        assert app.http(v2("POST", "/trigger", body="{}"), None)["statusCode"] == 202
+    for _ in range(5):
+        assert app.http(v2("POST", "/trigger"), None)["statusCode"] == 429
+
+    def summaries() -> list[dict[str, Any]]:
+        audit = app.run(app.service.store.query("audit", since=0, until=clock() + 1, limit=50))
+        return [a for a in audit if a["event"] == "denied"]
+
+    assert summaries() == []
+    clock.advance(61)
+    assert app.http(v2("POST", "/trigger"), None)["statusCode"] == 429
+    [summary] = summaries()
+    assert summary["total"] == 5
