@@ -4,8 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 CONSTRAINTS := constraints.txt
+SAM_VENV ?= .venv-sam
+TOOLS_VENV ?= .venv-tools
 
-.PHONY: run test check lint types setup system-deps node-deps bench deploy-aws clean
+.PHONY: run test check lint types setup system-deps node-deps tools bench sam-cli deploy-aws clean
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	python3 -m venv $(VENV)
@@ -28,7 +30,15 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: setup system-deps node-deps
+# Tools whose pinned dependencies conflict with the project's get environments of their own.
+tools: $(TOOLS_VENV)/.installed
+$(TOOLS_VENV)/.installed: tools-constraints.txt
+	python3 -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install -q --upgrade pip
+	$(TOOLS_VENV)/bin/pip install -q -c tools-constraints.txt checkov
+	touch $@
+
+test: setup system-deps node-deps tools
 	$(VENV)/bin/pytest -q
 
 lint: setup
@@ -43,8 +53,17 @@ check: lint types test
 bench: setup system-deps node-deps
 	$(PY) -m bench.run
 
-deploy-aws:
-	cd deploy/aws && sam build --build-in-source && sam deploy --guided
+# The AWS SAM CLI (a PyPI package) in its own environment, at the versions it was tried with.
+sam-cli: $(SAM_VENV)/.installed
+$(SAM_VENV)/.installed: deploy/aws/sam-cli-constraints.txt
+	python3 -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install -q --upgrade pip
+	$(SAM_VENV)/bin/pip install -q -c deploy/aws/sam-cli-constraints.txt aws-sam-cli
+	touch $@
+
+deploy-aws: sam-cli
+	cd deploy/aws && PYTHON="$(CURDIR)/$(SAM_VENV)/bin/python" "$(CURDIR)/$(SAM_VENV)/bin/sam" build --build-in-source
+	cd deploy/aws && "$(CURDIR)/$(SAM_VENV)/bin/sam" deploy --guided
 
 clean:
-	rm -rf $(VENV) node_modules triggergate.db* triggergate-state
+	rm -rf $(VENV) $(SAM_VENV) $(TOOLS_VENV) node_modules triggergate.db* triggergate-state

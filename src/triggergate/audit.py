@@ -35,7 +35,7 @@ def iso(at: float) -> str:
 
 
 def audit_record(at: float, retention: float, event: str, **fields: Any) -> Record:
-    """One audit entry; ``event`` is accepted, refunded, failed, denied, recovered or admin."""
+    """One audit entry; ``event`` is accepted, refunded, failed, uncertain, denied, recovered or admin."""
     doc = {"at": at, "event": event, **{k: v for k, v in fields.items() if v is not None}}
     return Record("audit", uuid.uuid4().hex, doc, expires=at + retention)
 
@@ -72,6 +72,18 @@ class AlertText:
                 + f"\nTime: {iso(at)}"
             ),
             attributes={"event": "failed", "pipeline": self.pipeline, "run_id": run_id},
+        )
+
+    def uncertain(self, client: str, run_id: str, reason: str, at: float) -> Alert:
+        return Alert(
+            event="uncertain",
+            subject="Pipeline start unconfirmed",
+            body=(
+                f"Pipeline: {self.pipeline}\nClient: {client}\nRun ID: {run_id}\n"
+                f"Reason: {reason}\nThe start may or may not have run; check the pipeline. "
+                f"The client's quota slot stays used.\nTime: {iso(at)}"
+            ),
+            attributes={"event": "uncertain", "pipeline": self.pipeline, "run_id": run_id},
         )
 
     def budget_exhausted(self, budget: str, at: float) -> Alert:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from triggergate.audit import audit_record, iso
+from triggergate.aws.secrets import load_ssm_secrets
 from triggergate.errors import ConfigurationError, RequestError, StoreError
 from triggergate.gate import BUDGET_KEY, KILL_SWITCH
 from triggergate.identity import resolve_client
@@ -36,6 +37,7 @@ def _fail(message: str, code: int = EXIT_CONFIG) -> None:
 
 def _settings(config: str | None) -> Settings:
     try:
+        load_ssm_secrets(os.environ)  # TRIGGERGATE_<NAME>_SSM, once, before anything reads them
         return load_settings(config)
     except ConfigurationError as exc:
         _fail(f"triggergate: configuration is invalid:\n{exc}")
@@ -248,7 +250,7 @@ def audit() -> None:
 @click.option("--client", help="only this client key")
 @click.option(
     "--outcome",
-    type=click.Choice(["accepted", "refunded", "failed", "denied", "recovered", "admin"]),
+    type=click.Choice(["accepted", "refunded", "failed", "uncertain", "denied", "recovered", "admin"]),
 )
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")

@@ -58,5 +58,10 @@ class BackendUncertain(BackendError):
         super().__init__(message, definite=False, retry_after=retry_after)
 
 
+class BackendCannotFind(BackendUncertain):
+    """Raised by ``find`` when the backend cannot look runs up at all (configured without
+    a correlation), so an uncertain start stays uncertain: held, never refunded."""
+
+
 class NotifyError(TriggergateError):
     """Raised when a notifier could not deliver an alert; the outbox retries it."""

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from triggergate.audit import audit_record
-from triggergate.errors import StoreError
+from triggergate.errors import BackendCannotFind, BackendError, StoreError
 from triggergate.gate import ADMIN_LOGIN_PURPOSE
 from triggergate.runs import started_records
 from triggergate.stores.base import Batch, Record
@@ -44,7 +44,16 @@ class Maintenance:
             claim = Record("reconciling", rid, {"at": now}, expires=now + svc.policy.backend_timeout + 30)
             if svc.in_flight(rid) or not await svc.store.put_new(claim):
                 continue
-            found = await svc.find(rid)
+            try:
+                found = await asyncio.wait_for(svc.backend.find(rid), svc.policy.backend_timeout)
+            except BackendCannotFind as exc:
+                # No way to learn whether it started: keep the slot counted and say so,
+                # rather than refund a run that may be running.
+                await self._hold_uncertain(entry, str(exc), now)
+                handled += 1
+                continue
+            except (BackendError, TimeoutError):
+                found = None
             if found is None:
                 svc.spent.forget(f"c:{entry.get('client_key')}")  # the slot is free again
                 audit = audit_record(
@@ -63,6 +72,22 @@ class Maintenance:
                 await svc.store.apply(Batch(settle=rid, records=records, outbox=svc.outbox.items_for(alert)))
             handled += 1
         return handled
+
+    async def _hold_uncertain(self, entry: dict[str, Any], reason: str, now: float) -> None:
+        """Settle a reservation whose start cannot be confirmed: counted, audited, alerted."""
+        svc, rid = self.service, entry["rid"]
+        audit = audit_record(
+            now,
+            svc.policy.audit_retention,
+            "uncertain",
+            request_id=rid,
+            client_key=entry.get("client_key"),
+            client=entry.get("client"),
+            detail=f"the start was not confirmed and cannot be checked ({reason}); the slot stays used",
+        )
+        alert = svc.alerts.uncertain(str(entry.get("client")), rid, reason, now)
+        await svc.store.apply(Batch(settle=rid, records=[audit], outbox=svc.outbox.items_for(alert)))
+        log.warning("start held as uncertain", extra={"request_id": rid, "decision": "uncertain"})
 
     async def flush_denials(self, force: bool = False) -> None:
         """One log line and one audit record per finished minute of denials."""

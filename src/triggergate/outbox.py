@@ -97,6 +97,10 @@ class Outbox:
         Raises StoreError only when the claim itself fails.
         """
         items = await self.store.claim(self.clock(), self.lease, limit)
+        return await self.deliver(items)
+
+    async def deliver(self, items: Sequence[OutboxItem]) -> int:
+        """Try each claimed item once (ack, retry later or bury); return how many were delivered."""
         if not items:
             return 0
         results = await asyncio.gather(*(self._deliver(item) for item in items))

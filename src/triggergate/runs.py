@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from triggergate.audit import audit_record
 from triggergate.backends.base import FINAL_STATES, Backend, Started, Status
 from triggergate.clock import Clock
 from triggergate.errors import BackendError
+from triggergate.idempotency import Guard
 from triggergate.singleflight import SingleFlight
 from triggergate.stores.base import Batch, Record, Store
 
@@ -25,8 +27,13 @@ class RunTracker:
     CACHE_SECONDS = 2.0
     MAX_CACHED = 10_000
 
-    def __init__(self, store: Store, backend: Backend, clock: Clock, retention: float) -> None:
+    def __init__(
+        self, store: Store, backend: Backend, clock: Clock, retention: float, guard: Guard | None = None
+    ) -> None:
         self.store = store
+        # The fail-closed deadline around each store call (the service's), so a stalled
+        # store costs a status read one deadline, not the store client's own timeouts.
+        self.guard: Guard = guard or _unguarded
         self.retention = retention
         self.backend = backend
         self.clock = clock
@@ -61,7 +68,7 @@ class RunTracker:
 
     async def read(self, run_id: str) -> dict[str, Any] | None:
         """The public view of a run, or None when there is no such run."""
-        run = await self.store.get("run", run_id)
+        run: dict[str, Any] | None = await self.guard(self.store.get("run", run_id))
         if run is None:
             return None
         state, url = str(run.get("state", "unknown")), run.get("url")
@@ -72,7 +79,9 @@ class RunTracker:
             if state in FINAL_STATES:
                 run.update(state=state, url=url, finished_at=self.clock())
                 expires = float(run.get("at", self.clock())) + self.retention
-                await self.store.apply(Batch(records=[Record("run", run_id, run, expires=expires)]))
+                await self.guard(
+                    self.store.apply(Batch(records=[Record("run", run_id, run, expires=expires)]))
+                )
         return {
             "run_id": run_id,
             "status": state,
@@ -83,7 +92,7 @@ class RunTracker:
 
     async def active(self) -> dict[str, Any] | None:
         """The run new triggers join while it is queued or running (coalescing)."""
-        run = await self.store.get(*ACTIVE)
+        run: dict[str, Any] | None = await self.guard(self.store.get(*ACTIVE))
         if run is None:
             return None
         view = await self.read(str(run["run_id"]))
@@ -124,3 +133,7 @@ def started_records(
         ),
     ]
     return run, records
+
+
+async def _unguarded(call: Awaitable[Any]) -> Any:
+    return await call

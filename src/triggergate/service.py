@@ -32,7 +32,7 @@ from triggergate.models import (
     error,
     validate_params,
 )
-from triggergate.notifiers.base import Alert
+from triggergate.notifiers.base import Alert, Notifier
 from triggergate.outbox import Outbox
 from triggergate.quota import Decision, Limit
 from triggergate.ratelimit_headers import policy_header, rate_headers
@@ -72,7 +72,7 @@ class Service:
         self.alerts = AlertText(backend.name)
         self.denials = DenialCounter()
         self.kill_switch = KillSwitch(store, clock)
-        self.runs = RunTracker(store, backend, clock, policy.audit_retention)
+        self.runs = RunTracker(store, backend, clock, policy.audit_retention, self._store)
         self._inflight: set[str] = set()
         self.store_alarm = StoreAlarm(clock)
         self.spent = SpentCache()
@@ -480,12 +480,21 @@ class Service:
     async def background(self, stop: asyncio.Event, interval: float = 5.0) -> None:
         await self.maintenance.run(stop, interval)
 
+    def prepare(self) -> None:
+        """Build every adapter's SDK client before serving (a server's start, Lambda's init),
+        so no request's deadline pays for it."""
+        self.store.prepare()
+        self.backend.prepare()
+        for notifier in self._notifiers():
+            notifier.prepare()
+
+    def _notifiers(self) -> list[Notifier]:
+        dead = self.outbox.dead_letter
+        return [*self.outbox.notifiers.values(), *([dead] if dead is not None else [])]
+
     async def close(self) -> None:
         """Release every adapter's connections."""
-        notifiers = list(self.outbox.notifiers.values())
-        if self.outbox.dead_letter is not None:
-            notifiers.append(self.outbox.dead_letter)
-        for notifier in notifiers:
+        for notifier in self._notifiers():
             await notifier.close()
         await self.backend.close()
         await self.store.close()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +16,18 @@ import pytest
 from tests.servers.aws import REGION, create_pipeline
 from triggergate.backends.base import StartRequest
 from triggergate.backends.codepipeline import STATES, CodePipelineBackend
-from triggergate.errors import BackendError, BackendRefused, BackendUncertain, ConfigurationError
+from triggergate.clock import ManualClock
+from triggergate.errors import (
+    BackendCannotFind,
+    BackendError,
+    BackendRefused,
+    BackendUncertain,
+    ConfigurationError,
+)
+from triggergate.models import TriggerRequest
 from triggergate.registry import Context, backend_from_url
+from triggergate.settings import Settings
+from triggergate.wiring import build_service
 
 FAST = {"http_timeout": 1.0, "http_budget": 5.0, "http_backoff": 0.05, "http_attempts": 4}
 
@@ -54,12 +66,51 @@ async def test_find_recognises_the_execution_by_the_request_variable(moto: str) 
     assert await backend.find("req-never") is None
 
 
-async def test_find_without_request_variable_returns_none(moto: str) -> None:
-    """Without a correlation variable find() cannot match and says so with None."""
+async def test_find_without_request_variable_cannot_tell(moto: str) -> None:
+    """Without a correlation variable find() cannot match an execution to a request, and says
+    it cannot tell (BackendCannotFind), never "not started" (None)."""
     create_pipeline(moto)
     backend = _backend(f"codepipeline://deploy?region={REGION}&endpoint_url={moto}")
     await backend.start(StartRequest("req-a", "203.0.113.4"))
-    assert await backend.find("req-a") is None
+    with pytest.raises(BackendCannotFind):
+        await backend.find("req-a")
+
+
+async def test_uncertain_start_without_request_variable_is_held_never_refunded(
+    moto: str, tmp_path: Path
+) -> None:
+    """A start answered only with 5xx (it may have run) on a pipeline without a request
+    variable: the press gets 502, and the reconciler, unable to ask, keeps the slot counted,
+    audits 'uncertain' and alerts the operator, instead of refunding a run that may be running."""
+    with fake_codepipeline([(500, {"__type": "InternalError"})] * 10) as (url, _):
+        settings = Settings(
+            store=f"dynamodb://gate?region={REGION}&endpoint_url={moto}&create_table=true",
+            pipeline=f"codepipeline://deploy?region={REGION}&endpoint_url={url}",
+            pipeline_options=FAST,
+            notify=["log://"],
+            limits=["3/7d"],
+            backend_timeout=10,
+            reconcile_after=20,
+            coalesce=False,
+            state_dir=tmp_path,
+        )
+        clock = ManualClock(time.time())
+        svc = build_service(settings, clock)
+        await svc.store.open()
+        press = TriggerRequest(peer="203.0.113.7", headers=[], request_id="r-uncertain")
+        assert (await svc.trigger(press)).status == 502
+        clock.advance(21)
+        assert await svc.reconcile() == 1
+        quota = await svc.quota(TriggerRequest(peer="203.0.113.7", headers=[], request_id="q"))
+        audits = await svc.store.query("audit", since=0, until=clock() + 1, limit=50)
+        pending = await svc.store.pending(clock() + 1)
+        alerts = await svc.store.claim(clock(), 60, 50)
+        await svc.close()
+    assert quota.body["remaining"] == 2
+    events = [a["event"] for a in audits if a.get("request_id") == "r-uncertain"]
+    assert "uncertain" in events and "refunded" not in events
+    assert pending == []
+    assert "uncertain" in [a.payload["event"] for a in alerts]
 
 
 async def test_missing_pipeline_is_a_misconfiguration_without_internals(moto: str) -> None:

@@ -6,7 +6,6 @@ backend, SNS alerts and the SQS dead-letter queue, all on the moto server.
 
 from __future__ import annotations
 
-import copy
 import json
 import socket
 from collections.abc import Callable, Iterator
@@ -18,8 +17,9 @@ from typing import Any
 import boto3
 import pytest
 
+from tests.aws.samples import http_event, pipeline_state_event, scheduled_event, stream_event
 from tests.servers.aws import REGION, create_pipeline
-from triggergate.aws.lambda_handler import LambdaApp
+from triggergate.aws.lambda_app import LambdaApp
 from triggergate.aws.outcomes import RunNotLinkedYet
 from triggergate.clock import ManualClock
 from triggergate.settings import Settings
@@ -28,40 +28,17 @@ from triggergate.wiring import build_service
 
 pytestmark = pytest.mark.dynamodb
 
-EVENTS = Path(__file__).parent / "events"
 ACCOUNT = "123456789012"
 
 
-def _event(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((EVENTS / name).read_text())
-    return loaded
+def v1(method: str, path: str, *, body: str = "", source_ip: str = "198.51.100.10") -> dict[str, Any]:
+    """A REST API proxy event: `sam local generate-event apigateway aws-proxy`, re-aimed."""
+    return http_event("sam-rest", method, path, source_ip=source_ip, body=body)
 
 
-def v1(
-    method: str, path: str, *, body: str | None = None, source_ip: str = "198.51.100.10"
-) -> dict[str, Any]:
-    """A REST API proxy event (the stored AWS sample, re-aimed)."""
-    event = copy.deepcopy(_event("apigw_v1_trigger.json"))
-    event.update(httpMethod=method, path=path, resource=path, body=body)
-    event["requestContext"].update(httpMethod=method, resourcePath=path, path=f"/api{path}")
-    event["requestContext"]["identity"]["sourceIp"] = source_ip
-    if body is None:
-        event["headers"].pop("Content-Type")
-        event["multiValueHeaders"].pop("Content-Type")
-    return event
-
-
-def v2(
-    method: str, path: str, *, body: str | None = None, source_ip: str = "198.51.100.20"
-) -> dict[str, Any]:
-    """An HTTP API (payload 2.0) event."""
-    event = copy.deepcopy(_event("apigw_v2_trigger.json"))
-    event.update(routeKey=f"{method} {path}", rawPath=path, body=body)
-    event["requestContext"]["http"].update(method=method, path=path, sourceIp=source_ip)
-    if body is None:
-        event["headers"].pop("content-type")
-        event["headers"].pop("content-length")
-    return event
+def v2(method: str, path: str, *, body: str = "", source_ip: str = "198.51.100.20") -> dict[str, Any]:
+    """An HTTP API (payload 2.0) event: `sam local generate-event apigateway http-api-proxy`."""
+    return http_event("sam-http", method, path, source_ip=source_ip, body=body)
 
 
 @dataclass
@@ -121,6 +98,7 @@ def gateway(aws: Aws, tmp_path: Path) -> Iterator[Callable[..., tuple[LambdaApp,
         )
         clock = ManualClock(datetime.now(UTC).timestamp())
         app = LambdaApp(create_app(settings, service=build_service(settings, clock)))
+        app.prepare()
         built.append(app)
         return app, clock
 
@@ -176,11 +154,11 @@ def test_http_api_v2_event_is_served_the_same(gateway: Any, aws: Aws) -> None:
 def test_spoofed_forwarded_for_changes_nothing(gateway: Any, aws: Aws) -> None:
     """A client-sent X-Forwarded-For is ignored: the quota follows sourceIp, the 4th press is 429."""
     app, _ = gateway()
-    spoofed = _event("apigw_v1_spoofed_xff.json")
     codes = []
     for i in range(4):
-        event = copy.deepcopy(spoofed)
+        event = v1("POST", "/trigger", body="{}")
         event["headers"]["X-Forwarded-For"] = f"203.0.113.{i}, 198.51.100.10"
+        event["multiValueHeaders"]["X-Forwarded-For"] = [f"203.0.113.{i}, 198.51.100.10"]
         codes.append(app.http(event, None)["statusCode"])
     assert codes == [202, 202, 202, 429]
     assert (
@@ -190,14 +168,44 @@ def test_spoofed_forwarded_for_changes_nothing(gateway: Any, aws: Aws) -> None:
     assert quota["remaining"] == 3
 
 
-def test_accepted_trigger_alert_arrives_through_sns(gateway: Any, aws: Aws) -> None:
-    """The alert is published before the handler returns, with the reference's subject."""
+def _outbox_keys(endpoint: str) -> list[str]:
+    """The outbox items in the table (a scan is fine in a test), as a stream would name them."""
+    items = boto3.client("dynamodb", region_name=REGION, endpoint_url=endpoint).scan(TableName="gate")[
+        "Items"
+    ]
+    return [i["pk"]["S"] for i in items if i["pk"]["S"].startswith("o#") and i["gpk"]["S"] == "outbox"]
+
+
+TABLE_ARN = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/gate"
+
+
+def test_accepted_trigger_alert_leaves_through_the_outbox_stream(gateway: Any, aws: Aws) -> None:
+    """The API function answers without publishing; the stream batch announcing the new
+    outbox item makes the events function publish it, with the reference's subject."""
     app, _ = gateway()
     run_id = _json(app.http(v1("POST", "/trigger", body="{}"), None))["run_id"]
+    assert aws.alerts() == []  # nothing was sent while the client waited
+    keys = _outbox_keys(aws.endpoint)
+    assert len(keys) == 2  # one per notifier: log:// and sns://
+    assert app.events(stream_event(TABLE_ARN, keys), None) == {"delivered": 2}
     [alert] = aws.alerts()
     assert alert["Subject"] == "Pipeline triggered via public endpoint"
     assert run_id in alert["Message"]
     assert alert["MessageAttributes"]["event"]["Value"] == "accepted"
+    assert _outbox_keys(aws.endpoint) == []
+    assert app.events(stream_event(TABLE_ARN, keys), None) == {"delivered": 0}  # at-least-once: no resend
+
+
+def test_stream_records_other_than_new_outbox_items_deliver_nothing_twice(gateway: Any, aws: Aws) -> None:
+    """MODIFY records and other items' keys claim nothing; a claimed item is not claimed again."""
+    app, clock = gateway()
+    app.http(v1("POST", "/trigger", body="{}"), None)
+    keys = _outbox_keys(aws.endpoint)
+    assert app.events(stream_event(TABLE_ARN, keys, event_name="MODIFY"), None) == {"delivered": 0}
+    assert app.events(stream_event(TABLE_ARN, ["q#c:198.51.100.10"]), None) == {"delivered": 0}
+    assert aws.alerts() == []
+    clock.advance(1)
+    assert app.events(stream_event(TABLE_ARN, keys), None) == {"delivered": 2}
 
 
 def test_missing_pipeline_is_502_refunded_alerted_and_says_nothing_internal(gateway: Any, aws: Aws) -> None:
@@ -210,6 +218,7 @@ def test_missing_pipeline_is_502_refunded_alerted_and_says_nothing_internal(gate
     for secret in ("arn:", ACCOUNT, "PipelineNotFound", "absent", "codepipeline", "Traceback"):
         assert secret not in response["body"]
     assert _json(app.http(v1("GET", "/quota"), None))["remaining"] == 3
+    app.events(stream_event(TABLE_ARN, _outbox_keys(aws.endpoint)), None)
     subjects = [a["Subject"] for a in aws.alerts()]
     assert subjects == ["Pipeline trigger failed"]
 
@@ -218,38 +227,94 @@ def test_sns_down_still_202_then_retried_and_dead_lettered(gateway: Any, aws: Aw
     """SNS unreachable: the trigger is accepted, the alert retried on schedule, then sent to SQS."""
     app, clock = gateway(sns_endpoint=f"http://127.0.0.1:{_closed_port()}", attempts=2)
     assert app.http(v1("POST", "/trigger", body="{}"), None)["statusCode"] == 202
+    assert app.events(stream_event(TABLE_ARN, _outbox_keys(aws.endpoint)), None) == {"delivered": 1}  # log
     assert aws.messages(aws.dlq) == []
     clock.advance(600)
-    app.events(_event("scheduled.json"), None)
+    app.events(scheduled_event(), None)
     [letter] = aws.messages(aws.dlq)
     doc = json.loads(letter["Body"])
     assert doc["event"] == "dead_letter"
     assert doc["attributes"]["original_event"] == "accepted"
 
 
+def _now_iso(clock: ManualClock) -> str:
+    return datetime.fromtimestamp(clock(), UTC).isoformat().replace("+00:00", "Z")
+
+
 def test_pipeline_failure_event_is_recorded_audited_and_alerted_once(gateway: Any, aws: Aws) -> None:
     """A later FAILED state: GET /runs says failed, the audit log has it, one alert; repeats are no-ops."""
     app, clock = gateway()
     run_id = _json(app.http(v1("POST", "/trigger", body="{}"), None))["run_id"]
+    app.events(stream_event(TABLE_ARN, _outbox_keys(aws.endpoint)), None)
     aws.alerts()  # drop the "accepted" alert
     [summary] = aws.pipelines.list_pipeline_executions(pipelineName="deploy")["pipelineExecutionSummaries"]
-    event = _event("codepipeline_state_change.json")
-    event["detail"]["execution-id"] = summary["pipelineExecutionId"]
-    event["time"] = datetime.fromtimestamp(clock(), UTC).isoformat().replace("+00:00", "Z")
+    event = pipeline_state_event("deploy", summary["pipelineExecutionId"], "FAILED", _now_iso(clock))
     assert app.events(event, None) == {"recorded": True}
     assert app.events(event, None) == {"recorded": False}
     assert _json(app.http(v1("GET", f"/runs/{run_id}"), None))["status"] == "failed"
     audit = app.run(app.service.store.query("audit", since=0, until=clock() + 1, limit=10))
     assert {"accepted", "run_failed"} <= {a["event"] for a in audit if a.get("run_id") == run_id}
+    assert app.events(stream_event(TABLE_ARN, _outbox_keys(aws.endpoint)), None) == {"delivered": 2}
     assert [a["Subject"] for a in aws.alerts()] == ["Pipeline run failed"]
 
 
 def test_event_for_an_unknown_execution_is_retried_only_while_fresh(gateway: Any) -> None:
     """A fresh unknown execution may still be linking (EventBridge retries); an old one is ignored."""
     app, clock = gateway()
-    event = _event("codepipeline_state_change.json")
-    event["time"] = datetime.fromtimestamp(clock(), UTC).isoformat().replace("+00:00", "Z")
+    event = pipeline_state_event("deploy", "01234567-0123-0123-0123-012345678901", "FAILED", _now_iso(clock))
     with pytest.raises(RunNotLinkedYet):
         app.events(event, None)
     clock.advance(3600)
     assert app.events(event, None) == {"recorded": False}
+
+
+@pytest.mark.parametrize("sample", ["sam-rest", "sam-http", "powertools-rest", "powertools-http"])
+def test_body_marked_base64_that_is_not_is_a_safe_400(gateway: Any, aws: Aws, sample: str) -> None:
+    """isBase64Encoded with a body outside the base64 alphabet: 400 with the safe error body in
+    the event's own response format, nothing started, nothing counted."""
+    app, _ = gateway()
+    event = http_event(sample, "POST", "/trigger", source_ip="198.51.100.30", body="{}")
+    event.update(body='{"ref": "main"}', isBase64Encoded=True)
+    response = app.http(event, None)
+    assert response["statusCode"] == 400
+    body = _json(response)
+    assert set(body) == {"error", "detail", "request_id"}
+    headers = {k.lower(): v for k, v in response["headers"].items()}
+    assert headers["content-type"] == "application/json"
+    assert headers["x-request-id"] == body["request_id"]
+    assert "ratelimit-policy" in headers
+    assert "binascii" not in response["body"] and "Traceback" not in response["body"]
+    assert aws.pipelines.list_pipeline_executions(pipelineName="deploy")["pipelineExecutionSummaries"] == []
+    assert (
+        _json(app.http(http_event(sample, "GET", "/quota", source_ip="198.51.100.30"), None))["remaining"]
+        == 3
+    )
+
+
+def test_valid_base64_body_is_decoded_as_api_gateway_sent_it(gateway: Any) -> None:
+    """SAM's samples carry base64 bodies: a JSON body sent that way is read as JSON (400 for an
+    unknown parameter proves it was parsed, not dropped)."""
+    app, _ = gateway()
+    response = app.http(v2("POST", "/trigger", body='{"params": {"nope": "x"}}'), None)
+    assert response["statusCode"] == 400
+    assert _json(response)["error"] != "bad_body"
+
+
+def test_denials_are_summarised_once_a_minute_by_the_next_denial(gateway: Any) -> None:
+    """Lambda runs nothing between invocations: the first denial of a new minute writes the
+    previous minute's summary (one audit record), and denials within a minute write none."""
+    app, clock = gateway()
+    for _ in range(3):
+        assert app.http(v2("POST", "/trigger", body="{}"), None)["statusCode"] == 202
+    for _ in range(5):
+        assert app.http(v2("POST", "/trigger"), None)["statusCode"] == 429
+
+    def summaries() -> list[dict[str, Any]]:
+        audit = app.run(app.service.store.query("audit", since=0, until=clock() + 1, limit=50))
+        return [a for a in audit if a["event"] == "denied"]
+
+    assert summaries() == []
+    clock.advance(61)
+    assert app.http(v2("POST", "/trigger"), None)["statusCode"] == 429
+    [summary] = summaries()
+    assert summary["total"] == 5

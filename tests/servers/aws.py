@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,13 @@ def _free_port() -> int:
 @contextmanager
 def dynalite_server() -> Iterator[str]:
     """A dynalite process (in-memory LevelDB) on 127.0.0.1, stopped by its PID."""
+    with dynalite_process() as (url, _):
+        yield url
+
+
+@contextmanager
+def dynalite_process() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A dynalite process of the caller's own (to pause or kill); its URL and the process."""
     node = shutil.which("node")
     if node is None or not DYNALITE.exists():
         pytest.fail(f"dynalite is missing: run `npm ci` in {DYNALITE.parents[2]} (make test does)")
@@ -105,8 +113,10 @@ def dynalite_server() -> Iterator[str]:
                 time.sleep(0.05)
         else:
             pytest.fail("dynalite did not start within 10 s")
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc
     finally:
+        with suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)  # a paused dynalite cannot act on SIGTERM
         proc.terminate()
         try:
             proc.wait(timeout=5)

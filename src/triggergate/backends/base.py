@@ -89,5 +89,9 @@ class Backend(abc.ABC):
     async def ping(self) -> None:  # noqa: B027 - readiness is optional for a backend
         """Return when the backend is reachable; raise BackendError otherwise."""
 
+    def prepare(self) -> None:  # noqa: B027 - adapters without an SDK client need nothing
+        """Build SDK clients now (no network): called once before serving, so no request's
+        deadline pays for an import or a client's construction."""
+
     async def close(self) -> None:  # noqa: B027 - most backends hold nothing
         """Release connections."""

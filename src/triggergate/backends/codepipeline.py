@@ -16,7 +16,8 @@ URL options: ``source_action`` (the source action whose revision a request's
 ``request_variable`` (a pipeline variable that receives the request id; it
 must be declared in the pipeline, and it is what lets :meth:`find` recognise
 an execution: ``ListPipelineExecutions`` does not return the client token, so
-without it ``find`` returns None and an uncertain start counts as not started).
+without it ``find`` cannot tell and raises ``BackendCannotFind``: an uncertain
+start is then held as uncertain, its slot counted, never refunded on a guess).
 
 Errors, after the service model (botocore ``codepipeline/2015-07-09/service-2.json``,
 ``StartPipelineExecution`` errors): throttling, ``ConflictException`` ("the pipeline is
@@ -49,7 +50,13 @@ from urllib.parse import quote
 from triggergate.aws.clients import AwsUrl, make_client, parse_url
 from triggergate.backends._http import RetryPolicy
 from triggergate.backends.base import Backend, RunState, Started, StartRequest, Status
-from triggergate.errors import BackendError, BackendRefused, BackendUncertain, ConfigurationError
+from triggergate.errors import (
+    BackendCannotFind,
+    BackendError,
+    BackendRefused,
+    BackendUncertain,
+    ConfigurationError,
+)
 from triggergate.registry import Context
 
 if TYPE_CHECKING:
@@ -147,6 +154,9 @@ class CodePipelineBackend(Backend):
                 )
             return self._client
 
+    def prepare(self) -> None:
+        _ = self.client  # built before serving, never inside a request
+
     async def _call(self, action: str, **kwargs: Any) -> dict[str, Any]:
         """One API action, retried while the failure is transient and the budget lasts."""
         deadline = time.monotonic() + self.policy.budget
@@ -228,7 +238,10 @@ class CodePipelineBackend(Backend):
 
     async def find(self, request_id: str) -> Started | None:
         if not self.request_variable:
-            return None
+            # botocore codepipeline service-2.json: neither PipelineExecutionSummary nor
+            # PipelineExecution carries the clientRequestToken, so without our variable
+            # no execution can be matched to a request.
+            raise BackendCannotFind("codepipeline: runs cannot be looked up without request_variable")
         kwargs: dict[str, Any] = {"pipelineName": self.pipeline, "maxResults": 25}
         for _ in range(FIND_PAGES):
             page = await self._call("list_pipeline_executions", **kwargs)

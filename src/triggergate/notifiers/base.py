@@ -58,5 +58,9 @@ class Notifier(abc.ABC):
     async def send(self, alert: Alert) -> None:
         """Deliver one alert or raise :class:`~triggergate.errors.NotifyError`."""
 
+    def prepare(self) -> None:  # noqa: B027 - adapters without an SDK client need nothing
+        """Build SDK clients now (no network): called once before serving, so no request's
+        deadline pays for an import or a client's construction."""
+
     async def close(self) -> None:  # noqa: B027 - most notifiers hold nothing
         """Release connections."""

@@ -81,6 +81,9 @@ class SNSNotifier(Notifier):
                 self._client = make_client("sns", self.where, timeout=self.timeout, attempts=2)
             return self._client
 
+    def prepare(self) -> None:
+        _ = self.client  # built before serving, never inside a request
+
     async def send(self, alert: Alert) -> None:
         try:
             await asyncio.to_thread(

@@ -65,6 +65,9 @@ class SQSNotifier(Notifier):
                 self._client = make_client("sqs", self.where, timeout=self.timeout, attempts=2)
             return self._client
 
+    def prepare(self) -> None:
+        _ = self.client  # built before serving, never inside a request
+
     async def send(self, alert: Alert) -> None:
         try:
             await asyncio.to_thread(

@@ -169,6 +169,10 @@ class Store(abc.ABC):
     async def sweep(self, limit: int = 500) -> int:
         """Delete up to ``limit`` expired events and records; return how many."""
 
+    def prepare(self) -> None:  # noqa: B027 - adapters without an SDK client need nothing
+        """Build SDK clients now (no network): called once before serving, so no request's
+        deadline pays for an import or a client's construction."""
+
     async def open(self) -> None:  # noqa: B027 - engines without a connection need nothing
         """Connect and create the schema if needed; called once before serving."""
 

@@ -136,8 +136,8 @@ class QuotaItems(Items):
 
     # -- quota --------------------------------------------------------------------
 
-    def read_quota(self, db: DynamoDBClient, table: str, key: str) -> QuotaState:
-        found = db.get_item(TableName=table, Key={PK: s(f"q#{key}")}, ConsistentRead=True)
+    def read_quota(self, db: DynamoDBClient, table: str, key: str, consistent: bool = True) -> QuotaState:
+        found = db.get_item(TableName=table, Key={PK: s(f"q#{key}")}, ConsistentRead=consistent)
         item = found.get("Item")
         if not item:
             return QuotaState()

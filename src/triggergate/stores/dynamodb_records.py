@@ -128,6 +128,20 @@ class RecordItems(Items):
                 taken.append(outbox_entry(moved))
         return taken
 
+    def claim_ids(
+        self, db: DynamoDBClient, table: str, ids: list[str], now: float, lease: float
+    ) -> list[OutboxItem]:
+        taken: list[OutboxItem] = []
+        values = {":d": n(now + lease), ":outbox": s("outbox"), ":now": n(now)}
+        for id in ids:
+            # Conditional on the item itself (always consistent): due and still in the outbox.
+            moved = self._move(
+                db, table, id, "SET due = :d, gsk = :d", "gpk = :outbox AND due <= :now", values
+            )
+            if moved is not None:
+                taken.append(outbox_entry(moved))
+        return taken
+
     def retry_later(self, db: DynamoDBClient, table: str, entry: OutboxItem) -> None:
         try:
             db.update_item(

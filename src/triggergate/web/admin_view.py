@@ -18,8 +18,8 @@ from triggergate.service import Service
 from triggergate.settings import Settings, parse_duration
 from triggergate.web.page import human_limit
 
-OUTCOMES = ("accepted", "refunded", "failed", "recovered", "denied", "admin")
-TRIGGER_EVENTS = ("accepted", "refunded", "failed", "recovered")
+OUTCOMES = ("accepted", "refunded", "failed", "uncertain", "recovered", "denied", "admin")
+TRIGGER_EVENTS = ("accepted", "refunded", "failed", "uncertain", "recovered")
 ROWS = 100
 
 

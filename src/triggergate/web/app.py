@@ -44,6 +44,10 @@ from triggergate.wiring import build_service
 log = logging.getLogger("triggergate.web")
 
 REQUEST_ID = "triggergate.request_id"
+# Set by the routes that read the caller's quota themselves: whatever they answered (even
+# a 503 because the read failed), the middleware must not read it a second time.
+QUOTA_READ = "triggergate.quota_read"
+NEVER_READS = frozenset({"/healthz"})  # liveness answers without touching the store
 
 
 class _TooLarge(Exception):
@@ -62,8 +66,10 @@ class RequestIdMiddleware:
     """Gives every request an id and every response ``X-Request-Id`` and the rate headers.
 
     Routes that evaluated the caller's quota set ``RateLimit`` themselves; for the
-    others (the page, health, errors) the caller's state is read here (a read,
-    never a write), so every response to an identifiable caller carries both.
+    others (the run status, errors) the caller's state is read here (a read, never
+    a write). Never for a route that read the quota already (``QUOTA_READ``), for
+    a 503 (the store just failed or triggers are refused: another read would only
+    add a deadline), or for ``/healthz``: no request reads the quota twice.
     """
 
     def __init__(self, app: ASGIApp, policy: str, service: Service) -> None:
@@ -85,7 +91,12 @@ class RequestIdMiddleware:
                 headers.append((b"x-request-id", rid.encode()))
                 if b"ratelimit-policy" not in names:
                     headers.append((b"ratelimit-policy", self.policy))
-                if b"ratelimit" not in names:
+                if (
+                    b"ratelimit" not in names
+                    and message["status"] != 503
+                    and not scope.get(QUOTA_READ)
+                    and scope.get("path") not in NEVER_READS
+                ):
                     client = scope.get("client")
                     request_headers = [
                         (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
@@ -113,6 +124,8 @@ async def read_body(request: Request) -> bytes:
 
 
 def _trigger_request(request: Request, payload: Any = None) -> TriggerRequest:
+    """The request as the flow takes it; only the routes that read the quota build one."""
+    request.scope[QUOTA_READ] = True
     return TriggerRequest(
         peer=request.client.host if request.client else None,
         headers=[(k.lower(), v) for k, v in request.headers.items()],
@@ -232,6 +245,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        svc.prepare()  # SDK clients now, not inside the first request's store deadline
         await svc.store.open()
         stop = asyncio.Event()
         tasks = [
