@@ -5,10 +5,14 @@ Every operation that touches several keys is one call of the Lua script
 so replicas with skewed clocks still agree; ``options={"server_time": False}``
 makes the store use the injected clock instead, a hook for tests only.
 
-Every quota key, ledger entry and index carries an expiry equal to when it stops
-mattering, so memory is bounded by the clients active within the longest window;
-a denied reservation writes nothing. Records written without ``expires`` and the
-outbox and dead letters persist until removed.
+Each client's events are one small string (the layout is described in the
+script; about 140 bytes of Redis memory per client with one event). Every quota
+key, ledger entry and index carries an expiry equal to when it stops mattering,
+so memory is bounded by the clients active within the longest window; a denied
+reservation writes nothing, and a ledger entry goes once its reservation is
+settled or refunded. Records written without ``expires`` and the outbox and dead
+letters persist until removed. Peeks that arrive while another is on the wire
+share the next round trip.
 
 URL query options: ``prefix`` (key prefix, default ``tg:``), ``timeout`` (seconds
 per operation, default 0.8), ``pool`` (connections, default 20), ``ssl_ca_certs``
@@ -38,16 +42,25 @@ from triggergate.errors import ConfigurationError, StoreError
 from triggergate.quota import Check, Decision, decide
 from triggergate.registry import Context
 from triggergate.stores.base import Batch, Doc, OutboxItem, Record, Store
+from triggergate.stores.batching import Batcher
 
 log = logging.getLogger(__name__)
 SCRIPT = importlib.resources.files(__package__).joinpath("redis_store.lua").read_text("utf-8")
 SAFE_POLICIES = ("noeviction",)
 OPTIONS = ("prefix", "timeout", "pool", "ssl_ca_certs", "ssl_cert_reqs")
+PEEK_BATCH = 64  # peeks per round trip at most: a longer script would hold up other clients
 
 
-def _pairs(values: Sequence[str]) -> list[float]:
-    """ZRANGE ... WITHSCORES as a flat list -> the scores."""
-    return [float(v) for v in values[1::2]]
+def _times(per_check: Sequence[Sequence[str]]) -> list[list[float]]:
+    """The script's event times (17-digit texts, exact) -> floats, per check."""
+    return [[float(v) for v in texts] for texts in per_check]
+
+
+def _checks(checks: Sequence[Check]) -> list[dict[str, Any]]:
+    return [
+        {"key": c.key, "horizon": c.horizon, "limits": [[lim.count, lim.window] for lim in c.limits]}
+        for c in checks
+    ]
 
 
 def _item(item: OutboxItem) -> str:
@@ -74,6 +87,9 @@ class RedisStore(Store):
         self._server_time = bool(ctx.options.get("server_time", True))
         self._client: aioredis.Redis | None = None
         self._script: Any = None
+        self._peeks: Batcher[Sequence[Check], Decision] = Batcher(
+            self._peek_many, self._error, timeout, PEEK_BATCH
+        )
 
     @classmethod
     def from_url(cls, url: str, ctx: Context) -> RedisStore:
@@ -130,14 +146,23 @@ class RedisStore(Store):
         password = self._connect.get("password")
         return text.replace(password, "***") if password else text
 
-    async def _call(self, op: str, args: Mapping[str, Any], now: float | None = None) -> Any:
+    def _error(self, exc: BaseException) -> Exception:
+        """A StoreError naming the store for a Redis failure; anything else as it was."""
+        if not isinstance(exc, RedisError | OSError | TimeoutError | asyncio.CancelledError):
+            return exc if isinstance(exc, Exception) else StoreError(f"store {self.name}: closed")
+        error = StoreError(f"store {self.name}: {self._cause(exc)}")
+        error.__cause__ = exc
+        return error
+
+    def _script_call(self, op: str, args: Mapping[str, Any], now: float | None = None) -> Any:
+        if self._client is None:
+            raise StoreError(f"store {self.name}: used before open()")
         if now is None and not self._server_time:
             now = self.clock()
-        return await self._run(
-            lambda c: self._script(
-                args=[op, self._prefix, "" if now is None else repr(now), json.dumps(args)]
-            ),
-        )
+        return self._script(args=[op, self._prefix, "" if now is None else repr(now), json.dumps(args)])
+
+    async def _call(self, op: str, args: Mapping[str, Any], now: float | None = None) -> Any:
+        return await self._run(lambda c: self._script_call(op, args, now))
 
     async def _run(self, call: Any) -> Any:
         if self._client is None:
@@ -146,7 +171,7 @@ class RedisStore(Store):
             async with asyncio.timeout(self._timeout):
                 return await call(self._client)
         except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreError(f"store {self.name}: {self._cause(exc)}") from exc
+            raise self._error(exc) from exc
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -185,6 +210,7 @@ class RedisStore(Store):
             )
 
     async def close(self) -> None:
+        self._peeks.cancel()
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -198,33 +224,28 @@ class RedisStore(Store):
 
     # -- quota -----------------------------------------------------------------------
 
-    async def _decide(
-        self, op: str, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]
-    ) -> Decision:
+    async def reserve(self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]) -> Decision:
         args = {
             "rid": rid,
-            "checks": [
-                {
-                    "key": c.key,
-                    "horizon": c.horizon,
-                    "limits": [[lim.count, lim.window] for lim in c.limits],
-                }
-                for c in checks
-            ],
+            "checks": _checks(checks),
             "ledger": json.dumps(dict(ledger), separators=(",", ":")),
             "keys": json.dumps([c.key for c in checks]),
         }
-        admitted, now, *events = await self._call(op, args)
-        decision = decide(checks, [_pairs(e) for e in events], float(now))
-        if op == "reserve" and decision.allowed != bool(admitted):
+        admitted, now, *events = await self._call("reserve", args)
+        decision = decide(checks, _times(events), float(now))
+        if decision.allowed != bool(admitted):
             raise StoreError(f"store {self.name}: the quota script and quota.decide disagree")
         return decision
 
-    async def reserve(self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]) -> Decision:
-        return await self._decide("reserve", rid, checks, ledger)
-
     async def peek(self, checks: Sequence[Check]) -> Decision:
-        return await self._decide("peek", "", checks, {})
+        # A flood of spent clients is mostly peeks: those that arrive while one round
+        # trip is out share the next (stores/batching.py).
+        return await self._peeks(checks)
+
+    async def _peek_many(self, batch: list[Sequence[Check]]) -> list[Decision]:
+        now, *found = await self._script_call("peek", {"batch": [_checks(checks) for checks in batch]})
+        at = float(now)
+        return [decide(checks, _times(events), at) for checks, events in zip(batch, found, strict=True)]
 
     async def pending(self, older_than: float) -> list[Doc]:
         found = await self._call("pending", {"older_than": older_than})
