@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Generic, TypeVar
 
 Q = TypeVar("Q")
 R = TypeVar("R")
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Consume an abandoned round trip's outcome so asyncio does not report it as lost."""
+    if not task.cancelled():
+        task.exception()
 
 
 class Batcher(Generic[Q, R]):
@@ -30,7 +36,7 @@ class Batcher(Generic[Q, R]):
 
     def __init__(
         self,
-        send: Callable[[list[Q]], Awaitable[Sequence[R]]],
+        send: Callable[[list[Q]], Coroutine[Any, Any, Sequence[R]]],
         wrap: Callable[[BaseException], Exception],
         timeout: float,
         size: int = 64,
@@ -45,6 +51,11 @@ class Batcher(Generic[Q, R]):
         self._queue: list[tuple[Q, asyncio.Future[R], float]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._abandoned: set[asyncio.Task[Sequence[R]]] = set()
+
+    def _loop_of(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None  # set by the call that started the drain
+        return self._loop
 
     async def __call__(self, item: Q) -> R:
         loop = self._loop
@@ -79,8 +90,19 @@ class Batcher(Generic[Q, R]):
             left = batch[0][2] + self.timeout - time.monotonic()
             if left <= 0:
                 raise TimeoutError
-            async with asyncio.timeout(left):
-                answers = await self._send([item for item, _, _ in batch])
+            # Waited on, not cancelled in place: a network client cancelled mid-call may take
+            # seconds to unwind, and the callers must hear at their deadline.
+            sending: asyncio.Task[Sequence[R]] = self._loop_of().create_task(
+                self._send([item for item, _, _ in batch])
+            )
+            done, _ = await asyncio.wait({sending}, timeout=left)
+            if not done:
+                sending.cancel()
+                self._abandoned.add(sending)  # the loop holds tasks weakly
+                sending.add_done_callback(self._abandoned.discard)
+                sending.add_done_callback(_retrieve)
+                raise TimeoutError
+            answers = sending.result()
             if len(answers) != len(batch):
                 raise ValueError(f"{len(answers)} answers for {len(batch)} calls")
         except BaseException as exc:

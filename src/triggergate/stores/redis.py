@@ -23,6 +23,7 @@ and ``ssl_cert_reqs`` (rediss only). The password comes from
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.resources
 import json
 import logging
@@ -39,13 +40,14 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from triggergate.errors import ConfigurationError, StoreError
-from triggergate.quota import Check, Decision, decide
+from triggergate.quota import Check, Decision, Limit, decide
 from triggergate.registry import Context
 from triggergate.stores.base import Batch, Doc, OutboxItem, Record, Store
 from triggergate.stores.batching import Batcher
 
 log = logging.getLogger(__name__)
 SCRIPT = importlib.resources.files(__package__).joinpath("redis_store.lua").read_text("utf-8")
+_string = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str, in C
 SAFE_POLICIES = ("noeviction",)
 OPTIONS = ("prefix", "timeout", "pool", "ssl_ca_certs", "ssl_cert_reqs")
 PEEK_BATCH = 64  # peeks per round trip at most: a longer script would hold up other clients
@@ -63,6 +65,25 @@ def _checks(checks: Sequence[Check]) -> list[dict[str, Any]]:
     ]
 
 
+@functools.lru_cache(maxsize=64)
+def _after_key(limits: tuple[Limit, ...]) -> str:
+    """A check's JSON after its key: the same for every client of one policy."""
+    horizon = max(lim.window for lim in limits)
+    return f',"horizon":{horizon},"limits":{json.dumps([[lim.count, lim.window] for lim in limits])}}}'
+
+
+def _peeks_json(batch: Sequence[Sequence[Check]]) -> str:
+    """``{"batch": [_checks(checks), ...]}`` as JSON, built from cached parts (every peek pays it)."""
+    return (
+        '{"batch":['
+        + ",".join(
+            "[" + ",".join('{"key":' + _string(c.key) + _after_key(c.limits) for c in checks) + "]"
+            for checks in batch
+        )
+        + "]}"
+    )
+
+
 def _item(item: OutboxItem) -> str:
     doc = asdict(item)
     del doc["due"]  # the due time lives in the sorted set's score
@@ -77,6 +98,7 @@ class RedisStore(Store):
     """Quota, records and outbox in one Redis primary."""
 
     schemes = ("redis", "rediss")
+    bounded_peeks = True  # each peek's batch is bounded by its earliest caller's deadline
 
     def __init__(self, ctx: Context, name: str, connect: dict[str, Any], prefix: str, timeout: float) -> None:
         super().__init__(clock=ctx.clock)
@@ -87,8 +109,10 @@ class RedisStore(Store):
         self._server_time = bool(ctx.options.get("server_time", True))
         self._client: aioredis.Redis | None = None
         self._script: Any = None
+        # The service's fail-closed budget, when shorter than our own timeout, bounds peeks.
+        budget = min(timeout, float(ctx.options.get("store_timeout", timeout)))
         self._peeks: Batcher[Sequence[Check], Decision] = Batcher(
-            self._peek_many, self._error, timeout, PEEK_BATCH
+            self._peek_many, self._error, budget, PEEK_BATCH
         )
 
     @classmethod
@@ -154,12 +178,14 @@ class RedisStore(Store):
         error.__cause__ = exc
         return error
 
-    def _script_call(self, op: str, args: Mapping[str, Any], now: float | None = None) -> Any:
+    def _script_call(self, op: str, args: Mapping[str, Any] | str, now: float | None = None) -> Any:
+        """The script's ``op`` with ``args`` (a mapping, or its JSON already)."""
         if self._client is None:
             raise StoreError(f"store {self.name}: used before open()")
         if now is None and not self._server_time:
             now = self.clock()
-        return self._script(args=[op, self._prefix, "" if now is None else repr(now), json.dumps(args)])
+        text = args if isinstance(args, str) else json.dumps(args)
+        return self._script(args=[op, self._prefix, "" if now is None else repr(now), text])
 
     async def _call(self, op: str, args: Mapping[str, Any], now: float | None = None) -> Any:
         return await self._run(lambda c: self._script_call(op, args, now))
@@ -243,7 +269,7 @@ class RedisStore(Store):
         return await self._peeks(checks)
 
     async def _peek_many(self, batch: list[Sequence[Check]]) -> list[Decision]:
-        now, *found = await self._script_call("peek", {"batch": [_checks(checks) for checks in batch]})
+        now, *found = await self._script_call("peek", _peeks_json(batch))
         at = float(now)
         return [decide(checks, _times(events), at) for checks, events in zip(batch, found, strict=True)]
 

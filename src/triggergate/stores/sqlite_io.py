@@ -10,14 +10,6 @@ database before ``BEGIN IMMEDIATE``: SQLite's own busy handler polls with growin
 sleeps and starves writers under contention, while a blocked ``flock`` wakes as
 soon as the lock is free. A write that waited past its deadline is not executed
 at all (the caller has already answered 503).
-
-Reads made in one turn of the event loop share one read transaction. Each
-transaction takes and drops a WAL read lock, two ``fcntl`` calls that cost more
-than the lookup of a spent client itself (py-spy: 9% of a million-client flood);
-a server woken by many requests at once now pays them once per turn. The
-snapshot ends when the turn does, or sooner when this process writes, so no
-read misses a write this process made, and another process's write is seen
-from the next turn on (these requests ran concurrently with it anyway).
 """
 
 from __future__ import annotations
@@ -37,8 +29,6 @@ from triggergate.errors import StoreError
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 800
-# A snapshot is never reused past this age, even if the loop that should end it stalls.
-SNAPSHOT_AGE = 0.05
 
 
 class Connections:
@@ -53,9 +43,6 @@ class Connections:
         self._lock_fd: int | None = None
         self._guard = threading.Lock()  # one user of the writer connection at a time
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._snapshot = 0.0  # when the open read transaction began (monotonic); 0: none
-        self._wrote = False  # a write committed since the snapshot began
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -80,14 +67,9 @@ class Connections:
             self._writer, self._reader = writer, self._connect()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"sqlite store {self.path.name}: cannot open ({exc})") from exc
-        try:
-            self._loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._loop = None  # opened outside a loop: every read is its own transaction
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self._end_snapshot()
         for conn in (self._reader, self._writer):
             if conn is not None:
                 conn.close()
@@ -98,29 +80,12 @@ class Connections:
     # -- reads -------------------------------------------------------------------------
 
     def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        reader = self._reader
-        if reader is None:
+        if self._reader is None:
             raise StoreError("sqlite store is not open")
         try:
-            if self._snapshot and (self._wrote or time.monotonic() - self._snapshot > SNAPSHOT_AGE):
-                self._end_snapshot()
-            if not self._snapshot and self._loop is not None and self._loop.is_running():
-                reader.execute("BEGIN")  # deferred: the first SELECT takes the read lock
-                self._snapshot, self._wrote = time.monotonic(), False
-                self._loop.call_soon(self._end_snapshot)
-            return fn(reader)
+            return fn(self._reader)
         except sqlite3.Error as exc:
-            self._end_snapshot()
             raise StoreError(f"sqlite store read failed: {exc}") from exc
-
-    def _end_snapshot(self) -> None:
-        if self._snapshot and self._reader is not None:
-            self._snapshot = 0.0
-            try:
-                self._reader.execute("COMMIT")
-            except sqlite3.Error:
-                # Only reads ran in it; if it cannot end, make sure it is gone.
-                self._reader.rollback()
 
     # -- writes ------------------------------------------------------------------------
 
@@ -138,7 +103,6 @@ class Connections:
                 writer.execute("ROLLBACK")
                 raise
             writer.execute("COMMIT")
-            self._wrote = True  # set before the caller can hear of the write
             return result
 
         def run() -> T:
