@@ -252,3 +252,15 @@ async def test_peeks_behind_a_stalled_server_each_fail_within_the_timeout(server
             waits = [await first, *await asyncio.gather(*(timed(f"stall-{i}") for i in range(1, 20)))]
         assert max(waits) < 1, waits
         await cases.recovers(store, within=10)
+
+
+async def test_peeks_keep_the_fail_closed_budget_when_it_is_shorter_than_the_store_timeout(
+    server: RedisServer,
+) -> None:
+    """URL timeout 5 s, service budget 0.3 s: a peek on a stalled server fails within the budget."""
+    async with cases.opened(f"{server.url}?timeout=5", store_timeout=0.3) as store:
+        await store.ping()
+        with server.paused():
+            waited = await cases.fails_fast(lambda: store.peek([cases.client("budget")]))
+        assert 0.25 <= waited < 0.8, waited
+        await cases.recovers(store, within=10)
