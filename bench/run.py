@@ -38,7 +38,7 @@ class Config:
         return f"{self.name} @ {'fresh' if not self.pool else f'{self.pool:,}'}"
 
 
-SERVERS = ("ceiling", "tg-sqlite", "tg-redis", "peer-memory", "peer-redis")
+SERVERS = ("ceiling", "tg-sqlite", "tg-redis", "tg-redis-alone", "peer-memory", "peer-redis")
 
 
 def configs(small: int, big: int, only: frozenset[str] = frozenset()) -> list[Config]:
@@ -56,6 +56,8 @@ def configs(small: int, big: int, only: frozenset[str] = frozenset()) -> list[Co
     every = [
         Config("bare Starlette (ceiling)", "ceiling", small, "deny"),
         *deny,
+        # The same store sending every peek in its own round trip (?batch=1): batching's effect.
+        Config("triggergate Redis deny, unbatched peeks", "tg-redis-alone", big, "deny"),
         Config("triggergate SQLite accept (noop://)", "tg-sqlite", 0, "accept"),
     ]
     return [c for c in every if not only or c.server in only]
@@ -120,6 +122,9 @@ class Bench:
             self._start("tg-sqlite", python("triggergate", "serve"), tg_env(work, f"sqlite:///{db}", "s"))
         if self.wanted("tg-redis"):
             self._start("tg-redis", python("triggergate", "serve"), tg_env(work, f"{rurl}/0", "r"))
+        if self.wanted("tg-redis-alone"):
+            alone = tg_env(work, f"{rurl}/0?batch=1", "r1")
+            self._start("tg-redis-alone", python("triggergate", "serve"), alone)
         if self.wanted("peer-memory"):
             rss_file = work / "peer-rss.json"
             peer = {"PEER_STORAGE": "memory://", "PEER_PREFILL": str(big), "PEER_RSS_FILE": str(rss_file)}
@@ -286,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             profiles = {}
             if args.profile > 0:
                 for config in plan:
-                    if config.server in ("tg-sqlite", "tg-redis") and config.pool:
+                    if config.server.startswith("tg-") and config.pool:
                         print(f"profiling {config.label}", flush=True)
                         profiles[config.label] = bench.profile(config, args.profile)
         finally:

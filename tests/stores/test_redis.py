@@ -167,10 +167,17 @@ async def test_refused_connection_names_the_store(server: RedisServer) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["redis:///0", "redis://127.0.0.1:notaport/0", "redis://127.0.0.1/x", "redis://h/0?color=red"],
+    [
+        "redis:///0",
+        "redis://127.0.0.1:notaport/0",
+        "redis://127.0.0.1/x",
+        "redis://h/0?color=red",
+        "redis://h/0?batch=0",
+        "redis://h/0?batch=many",
+    ],
 )
 def test_wrong_url_is_a_configuration_error(url: str) -> None:
-    """A malformed URL (no host, bad port, bad db, unknown option) fails before connecting."""
+    """A malformed URL (no host, bad port, bad db, unknown option, bad batch) fails before connecting."""
     with pytest.raises(ConfigurationError):
         store_from_url(url, Context())
 
@@ -264,3 +271,14 @@ async def test_peeks_keep_the_fail_closed_budget_when_it_is_shorter_than_the_sto
             waited = await cases.fails_fast(lambda: store.peek([cases.client("budget")]))
         assert 0.25 <= waited < 0.8, waited
         await cases.recovers(store, within=10)
+
+
+async def test_batch_1_sends_every_peek_alone_with_the_same_answers(server: RedisServer) -> None:
+    """?batch=1: twenty concurrent peeks make twenty script calls, and answer as batched ones do."""
+    async with cases.opened(f"{server.url}?batch=1") as store:
+        for n in range(3):
+            await store.reserve(f"alone-{n}", [cases.client("alone")], {})
+        before = _script_calls(server)
+        decisions = await asyncio.gather(*(store.peek([cases.client("alone")]) for _ in range(20)))
+        assert _script_calls(server) - before == 20
+    assert {(d.allowed, d.verdicts[0].used) for d in decisions} == {(False, 3)}

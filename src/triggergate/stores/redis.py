@@ -15,7 +15,8 @@ letters persist until removed. Peeks that arrive while another is on the wire
 share the next round trip.
 
 URL query options: ``prefix`` (key prefix, default ``tg:``), ``timeout`` (seconds
-per operation, default 0.8), ``pool`` (connections, default 20), ``ssl_ca_certs``
+per operation, default 0.8), ``pool`` (connections, default 20), ``batch`` (peeks
+sharing one round trip at most, default 64; 1 sends each alone), ``ssl_ca_certs``
 and ``ssl_cert_reqs`` (rediss only). The password comes from
 ``TRIGGERGATE_REDIS_PASSWORD`` (or ``_FILE``), else from the URL.
 """
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 SCRIPT = importlib.resources.files(__package__).joinpath("redis_store.lua").read_text("utf-8")
 _string = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str, in C
 SAFE_POLICIES = ("noeviction",)
-OPTIONS = ("prefix", "timeout", "pool", "ssl_ca_certs", "ssl_cert_reqs")
+OPTIONS = ("prefix", "timeout", "pool", "batch", "ssl_ca_certs", "ssl_cert_reqs")
 PEEK_BATCH = 64  # peeks per round trip at most: a longer script would hold up other clients
 
 
@@ -100,7 +101,15 @@ class RedisStore(Store):
     schemes = ("redis", "rediss")
     bounded_peeks = True  # each peek's batch is bounded by its earliest caller's deadline
 
-    def __init__(self, ctx: Context, name: str, connect: dict[str, Any], prefix: str, timeout: float) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        name: str,
+        connect: dict[str, Any],
+        prefix: str,
+        timeout: float,
+        batch: int = PEEK_BATCH,
+    ) -> None:
         super().__init__(clock=ctx.clock)
         self.name = name
         self._connect = connect
@@ -110,10 +119,10 @@ class RedisStore(Store):
         self._client: aioredis.Redis | None = None
         self._script: Any = None
         # The service's fail-closed budget, when shorter than our own timeout, bounds peeks.
-        budget = min(timeout, float(ctx.options.get("store_timeout", timeout)))
-        self._peeks: Batcher[Sequence[Check], Decision] = Batcher(
-            self._peek_many, self._error, budget, PEEK_BATCH
-        )
+        self._peek_budget = min(timeout, float(ctx.options.get("store_timeout", timeout)))
+        self._peeks: Batcher[Sequence[Check], Decision] | None = None
+        if batch > 1:
+            self._peeks = Batcher(self._peek_many, self._error, self._peek_budget, batch)
 
     @classmethod
     def from_url(cls, url: str, ctx: Context) -> RedisStore:
@@ -134,8 +143,15 @@ class RedisStore(Store):
             )
         try:
             timeout, pool = float(query.get("timeout", 0.8)), int(query.get("pool", 20))
+            batch = int(query.get("batch", PEEK_BATCH))
         except ValueError as exc:
-            raise ConfigurationError("store: Redis timeout and pool must be numbers", key="store") from exc
+            raise ConfigurationError(
+                "store: Redis timeout, pool and batch must be numbers", key="store"
+            ) from exc
+        if batch < 1:
+            raise ConfigurationError(
+                f"store: Redis batch={batch} is not allowed; use 1 (no sharing) or more", key="store"
+            )
         password = ctx.secret("REDIS_PASSWORD") or (unquote(parts.password) if parts.password else None)
         masked = "***@" if parts.username or password else ""
         name = f"{parts.scheme}://{masked}{parts.hostname}:{port}/{db}"
@@ -159,7 +175,7 @@ class RedisStore(Store):
             connect["ssl_cert_reqs"] = query.get("ssl_cert_reqs", "required")
             if "ssl_ca_certs" in query:
                 connect["ssl_ca_certs"] = query["ssl_ca_certs"]
-        return cls(ctx, name, connect, query.get("prefix", "tg:"), timeout)
+        return cls(ctx, name, connect, query.get("prefix", "tg:"), timeout, batch)
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -236,7 +252,8 @@ class RedisStore(Store):
             )
 
     async def close(self) -> None:
-        self._peeks.cancel()
+        if self._peeks is not None:
+            self._peeks.cancel()
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -265,8 +282,16 @@ class RedisStore(Store):
 
     async def peek(self, checks: Sequence[Check]) -> Decision:
         # A flood of spent clients is mostly peeks: those that arrive while one round
-        # trip is out share the next (stores/batching.py).
-        return await self._peeks(checks)
+        # trip is out share the next (stores/batching.py); batch=1 sends each alone.
+        if self._peeks is not None:
+            return await self._peeks(checks)
+        if self._client is None:
+            raise StoreError(f"store {self.name}: used before open()")
+        try:
+            async with asyncio.timeout(self._peek_budget):
+                return (await self._peek_many([checks]))[0]
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._error(exc) from exc
 
     async def _peek_many(self, batch: list[Sequence[Check]]) -> list[Decision]:
         now, *found = await self._script_call("peek", _peeks_json(batch))
