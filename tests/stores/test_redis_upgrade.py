@@ -162,3 +162,17 @@ async def test_reset_sweep_and_expiry_cover_old_keys(server: RedisServer, clock:
         assert await store.sweep() >= 2  # OTHER's old sorted set and CLIENT's packed key
         with server.client() as sync:
             assert not sync.exists("tg:q:c:203.0.113.10", "tg:q:c:203.0.113.9")
+
+
+async def test_an_older_replica_fails_closed_on_a_key_the_new_store_rewrote(
+    server: RedisServer, clock: ManualClock
+) -> None:
+    """During a rolling upgrade the old script refuses (an error, so a 503) a packed key, never admits."""
+    written_before(server, clock)
+    async with cases.opened(server.url, clock=clock, server_time=False) as store:
+        assert (await store.reserve("new-1", [OTHER], {})).allowed
+    with server.client() as sync:
+        old = BeforePacking(sync, clock)
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            old.reserve("old-5", [OTHER], {})
+        assert not sync.exists("tg:l:old-5")
