@@ -38,7 +38,11 @@ class Config:
         return f"{self.name} @ {'fresh' if not self.pool else f'{self.pool:,}'}"
 
 
-def configs(small: int, big: int) -> list[Config]:
+SERVERS = ("ceiling", "tg-sqlite", "tg-redis", "tg-redis-alone", "peer-memory", "peer-redis")
+
+
+def configs(small: int, big: int, only: frozenset[str] = frozenset()) -> list[Config]:
+    """Every configuration, or those whose server is in ``only`` (when given)."""
     deny = [
         Config(name, server, pool, "deny")
         for name, server in (
@@ -49,11 +53,14 @@ def configs(small: int, big: int) -> list[Config]:
         )
         for pool in (small, big)
     ]
-    return [
+    every = [
         Config("bare Starlette (ceiling)", "ceiling", small, "deny"),
         *deny,
+        # The same store sending every peek in its own round trip (?batch=1): batching's effect.
+        Config("triggergate Redis deny, unbatched peeks", "tg-redis-alone", big, "deny"),
         Config("triggergate SQLite accept (noop://)", "tg-sqlite", 0, "accept"),
     ]
+    return [c for c in every if not only or c.server in only]
 
 
 def tg_env(workdir: Path, store: str, name: str) -> dict[str, str]:
@@ -104,20 +111,32 @@ class Bench:
                 "rss_after_kib": rss_kib(redis.pid),
                 "seconds": took,
             }
-            before = prefill.redis_used(client)
-            prefill.redis_peer(f"{rurl}/2", big)
-            self.memory["bulk_peer_redis"] = {"before": before, "after": prefill.redis_used(client)}
+            if self.wanted("peer-redis"):
+                before = prefill.redis_used(client)
+                prefill.redis_peer(f"{rurl}/2", big)
+                self.memory["bulk_peer_redis"] = {"before": before, "after": prefill.redis_used(client)}
         print("starting servers", flush=True)
-        self._start("ceiling", python("bench.ceiling"), {})
-        self._start("tg-sqlite", python("triggergate", "serve"), tg_env(work, f"sqlite:///{db}", "s"))
-        self._start("tg-redis", python("triggergate", "serve"), tg_env(work, f"{rurl}/0", "r"))
-        rss_file = work / "peer-rss.json"
-        peer = {"PEER_STORAGE": "memory://", "PEER_PREFILL": str(big), "PEER_RSS_FILE": str(rss_file)}
-        self._start("peer-memory", python("bench.peer_slowapi"), peer)
-        self.memory["peer_memory"] = json.loads(rss_file.read_text())
-        self._start("peer-redis", python("bench.peer_slowapi"), {"PEER_STORAGE": f"{rurl}/2"})
+        if self.wanted("ceiling"):
+            self._start("ceiling", python("bench.ceiling"), {})
+        if self.wanted("tg-sqlite"):
+            self._start("tg-sqlite", python("triggergate", "serve"), tg_env(work, f"sqlite:///{db}", "s"))
+        if self.wanted("tg-redis"):
+            self._start("tg-redis", python("triggergate", "serve"), tg_env(work, f"{rurl}/0", "r"))
+        if self.wanted("tg-redis-alone"):
+            alone = tg_env(work, f"{rurl}/0?batch=1", "r1")
+            self._start("tg-redis-alone", python("triggergate", "serve"), alone)
+        if self.wanted("peer-memory"):
+            rss_file = work / "peer-rss.json"
+            peer = {"PEER_STORAGE": "memory://", "PEER_PREFILL": str(big), "PEER_RSS_FILE": str(rss_file)}
+            self._start("peer-memory", python("bench.peer_slowapi"), peer)
+            self.memory["peer_memory"] = json.loads(rss_file.read_text())
+        if self.wanted("peer-redis"):
+            self._start("peer-redis", python("bench.peer_slowapi"), {"PEER_STORAGE": f"{rurl}/2"})
         for name, proc in self.procs.items():
             self.memory.setdefault("start_rss_kib", {})[name] = rss_kib(proc.pid)
+
+    def wanted(self, server: str) -> bool:
+        return not self.args.only or server in self.args.only
 
     def _start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         port = free_port()
@@ -248,7 +267,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=float, default=8.0, help="seconds of py-spy per profile; 0 skips")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    parser.add_argument(
+        "--only",
+        type=lambda text: frozenset(filter(None, text.split(","))),
+        default=frozenset(),
+        help=f"comma-separated servers to measure (of {', '.join(SERVERS)}); default all",
+    )
     args = parser.parse_args(argv)
+    if args.only - set(SERVERS):
+        parser.error(f"--only: unknown server(s) {', '.join(sorted(args.only - set(SERVERS)))}")
     if args.quick:
         args.duration, args.warmup, args.reps, args.profile = 3.0, 1.0, 1, 0.0
     started = time.monotonic()
@@ -256,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(Path(folder), args)
         try:
             bench.setup()
-            plan = configs(args.small_pool, args.big_pool)
+            plan = configs(args.small_pool, args.big_pool, args.only)
             for rep in range(1, args.reps + 1):
                 for config in plan if rep % 2 else reversed(plan):
                     bench.measure(config, rep)
@@ -264,14 +291,14 @@ def main(argv: list[str] | None = None) -> int:
             profiles = {}
             if args.profile > 0:
                 for config in plan:
-                    if config.server in ("tg-sqlite", "tg-redis") and config.pool:
+                    if config.server.startswith("tg-") and config.pool:
                         print(f"profiling {config.label}", flush=True)
                         profiles[config.label] = bench.profile(config, args.profile)
         finally:
             bench.stop()
     results = {
         "machine": machine(),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "json")},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "json", "only")},
         "memory": bench.memory,
         "runs": bench.runs,
         "summary": summary,

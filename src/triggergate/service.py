@@ -34,7 +34,7 @@ from triggergate.models import (
 )
 from triggergate.notifiers.base import Alert, Notifier
 from triggergate.outbox import Outbox
-from triggergate.quota import Decision, Limit
+from triggergate.quota import Check, Decision, Limit
 from triggergate.ratelimit_headers import policy_header, rate_headers
 from triggergate.runs import RunTracker, started_records
 from triggergate.settings import ParamSpec
@@ -99,6 +99,17 @@ class Service:
                 raise StoreError("store did not answer in time") from exc
         return await within(call, self.policy.store_timeout)
 
+    async def _peek(self, checks: Sequence[Check]) -> Decision:
+        """A read-only decision within the fail-closed budget, at the least cost for the store.
+
+        A local read never suspends, so no deadline could fire within it, and a store
+        with bounded peeks keeps the budget itself: a timer of ours would only cost
+        (py-spy, a million-client flood: 5% on SQLite; ``within``'s task, 20 µs a peek).
+        """
+        if self.store.inline_reads or self.store.bounded_peeks:
+            return await self.store.peek(checks)
+        return await within(self.store.peek(checks), self.policy.store_timeout)
+
     def _headers(self, decision: Decision | None) -> dict[str, str]:
         return rate_headers(self.policy.gate.limits, decision)
 
@@ -142,7 +153,7 @@ class Service:
                     **{"Retry-After": str(int(paused.get("retry_after", 600)))},
                 )
             # Read-only first: the deny path writes nothing.
-            decision = await self._store(self.store.peek(checks)) if checks else None
+            decision = await self._peek(checks) if checks else None
             if decision is not None and not decision.allowed:
                 return await self._refused(rid, client, decision)
             if idem is not None:
@@ -363,7 +374,7 @@ class Service:
             if spent is not None:
                 self.denials.add(client.key, "quota", now)
                 return self._exhausted(request_id, spent.until, spent.limit, now)
-            decision = await self._store(self.store.peek(checks))
+            decision = await self._peek(checks)
             if decision.allowed:
                 return None
             blocking = decision.blocking
@@ -406,7 +417,7 @@ class Service:
         try:
             client = resolve_client(peer, headers, self.policy.identity)
             checks = self.policy.gate.checks(client.key, client.address)
-            decision = await self._store(self.store.peek(checks)) if checks else None
+            decision = await self._peek(checks) if checks else None
         except (RequestError, StoreError):
             return {}
         return rate_headers(self.policy.gate.limits, decision)
@@ -421,7 +432,7 @@ class Service:
             return error(exc.status, exc.code, exc.detail, rid)
         checks = self.policy.gate.checks(client.key, client.address)
         try:
-            decision = await self._store(self.store.peek(checks)) if checks else None
+            decision = await self._peek(checks) if checks else None
         except StoreError:
             return self._unavailable(rid)
         body: dict[str, Any] = {

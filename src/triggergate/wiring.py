@@ -22,8 +22,13 @@ def context(settings: Settings, clock: Clock, environ: Mapping[str, str] | None 
         clock=clock,
         environ=dict(os.environ if environ is None else environ),
         state_dir=settings.state_dir,
-        # A write still queued when the request gives up must not run at all.
-        options={**settings.pipeline_options, "write_timeout": settings.store_timeout * 0.9},
+        # A write still queued when the request gives up must not run at all; a store
+        # with bounded peeks answers them within the budget itself.
+        options={
+            **settings.pipeline_options,
+            "write_timeout": settings.store_timeout * 0.9,
+            "store_timeout": settings.store_timeout,
+        },
         params=tuple(settings.params),
     )
 

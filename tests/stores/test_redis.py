@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Iterator
@@ -166,10 +167,17 @@ async def test_refused_connection_names_the_store(server: RedisServer) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["redis:///0", "redis://127.0.0.1:notaport/0", "redis://127.0.0.1/x", "redis://h/0?color=red"],
+    [
+        "redis:///0",
+        "redis://127.0.0.1:notaport/0",
+        "redis://127.0.0.1/x",
+        "redis://h/0?color=red",
+        "redis://h/0?batch=0",
+        "redis://h/0?batch=many",
+    ],
 )
 def test_wrong_url_is_a_configuration_error(url: str) -> None:
-    """A malformed URL (no host, bad port, bad db, unknown option) fails before connecting."""
+    """A malformed URL (no host, bad port, bad db, unknown option, bad batch) fails before connecting."""
     with pytest.raises(ConfigurationError):
         store_from_url(url, Context())
 
@@ -210,3 +218,67 @@ async def test_rediss_talks_tls_and_verifies_the_server() -> None:
         untrusted = store_from_url(f"rediss://127.0.0.1:{server.port}/0", Context())
         with pytest.raises(StoreError, match=r"(?i)certificate"):
             await untrusted.open()
+
+
+def _script_calls(server: RedisServer) -> int:
+    with server.client() as sync:
+        stats = sync.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
+
+
+async def test_concurrent_peeks_share_round_trips_and_each_gets_its_own_answer(server: RedisServer) -> None:
+    """300 peeks at once over spent, half-used and fresh clients: every answer is that client's own,
+    and they took far fewer script calls than peeks."""
+    async with cases.opened(server.url) as store:
+        uses = {f"b-{i}": i % 4 for i in range(30)}  # 0, 1, 2 or 3 (spent) of 3 slots used
+        for name, used in uses.items():
+            for n in range(used):
+                assert (await store.reserve(f"{name}-{n}", [cases.client(name)], {})).allowed
+        names = [f"b-{i % 30}" for i in range(300)]
+        before = _script_calls(server)
+        decisions = await asyncio.gather(*(store.peek([cases.client(name)]) for name in names))
+        calls = _script_calls(server) - before
+    for name, decision in zip(names, decisions, strict=True):
+        assert decision.verdicts[0].key == f"c:{name}"
+        assert decision.verdicts[0].used == uses[name]
+        assert decision.allowed == (uses[name] < 3)
+    assert calls <= 300 // 64 + 3, calls
+
+
+async def test_peeks_behind_a_stalled_server_each_fail_within_the_timeout(server: RedisServer) -> None:
+    """Server SIGSTOP'd: peeks that queued behind a stuck round trip still fail within their own 0.8 s."""
+    async with cases.opened(server.url) as store:
+        await store.ping()
+
+        async def timed(name: str) -> float:
+            return await cases.fails_fast(lambda: store.peek([cases.client(name)]))
+
+        with server.paused():
+            first = asyncio.ensure_future(timed("stall-0"))
+            await asyncio.sleep(0.4)
+            waits = [await first, *await asyncio.gather(*(timed(f"stall-{i}") for i in range(1, 20)))]
+        assert max(waits) < 1, waits
+        await cases.recovers(store, within=10)
+
+
+async def test_peeks_keep_the_fail_closed_budget_when_it_is_shorter_than_the_store_timeout(
+    server: RedisServer,
+) -> None:
+    """URL timeout 5 s, service budget 0.3 s: a peek on a stalled server fails within the budget."""
+    async with cases.opened(f"{server.url}?timeout=5", store_timeout=0.3) as store:
+        await store.ping()
+        with server.paused():
+            waited = await cases.fails_fast(lambda: store.peek([cases.client("budget")]))
+        assert 0.25 <= waited < 0.8, waited
+        await cases.recovers(store, within=10)
+
+
+async def test_batch_1_sends_every_peek_alone_with_the_same_answers(server: RedisServer) -> None:
+    """?batch=1: twenty concurrent peeks make twenty script calls, and answer as batched ones do."""
+    async with cases.opened(f"{server.url}?batch=1") as store:
+        for n in range(3):
+            await store.reserve(f"alone-{n}", [cases.client("alone")], {})
+        before = _script_calls(server)
+        decisions = await asyncio.gather(*(store.peek([cases.client("alone")]) for _ in range(20)))
+        assert _script_calls(server) - before == 20
+    assert {(d.allowed, d.verdicts[0].used) for d in decisions} == {(False, 3)}

@@ -70,6 +70,9 @@ class Store(abc.ABC):
     schemes: tuple[str, ...] = ()
     #: True when reads complete without suspending (no network): callers skip timers.
     inline_reads: bool = False
+    #: True when :meth:`peek` answers or raises StoreError by itself within
+    #: ``ctx.options["store_timeout"]`` (the fail-closed budget): callers arm no timer.
+    bounded_peeks: bool = False
 
     def __init__(self, clock: Clock = system_clock) -> None:
         self.clock = clock

@@ -5,13 +5,18 @@ Every operation that touches several keys is one call of the Lua script
 so replicas with skewed clocks still agree; ``options={"server_time": False}``
 makes the store use the injected clock instead, a hook for tests only.
 
-Every quota key, ledger entry and index carries an expiry equal to when it stops
-mattering, so memory is bounded by the clients active within the longest window;
-a denied reservation writes nothing. Records written without ``expires`` and the
-outbox and dead letters persist until removed.
+Each client's events are one small string (the layout is described in the
+script; about 140 bytes of Redis memory per client with one event). Every quota
+key, ledger entry and index carries an expiry equal to when it stops mattering,
+so memory is bounded by the clients active within the longest window; a denied
+reservation writes nothing, and a ledger entry goes once its reservation is
+settled or refunded. Records written without ``expires`` and the outbox and dead
+letters persist until removed. Peeks that arrive while another is on the wire
+share the next round trip.
 
 URL query options: ``prefix`` (key prefix, default ``tg:``), ``timeout`` (seconds
-per operation, default 0.8), ``pool`` (connections, default 20), ``ssl_ca_certs``
+per operation, default 0.8), ``pool`` (connections, default 20), ``batch`` (peeks
+sharing one round trip at most, default 64; 1 sends each alone), ``ssl_ca_certs``
 and ``ssl_cert_reqs`` (rediss only). The password comes from
 ``TRIGGERGATE_REDIS_PASSWORD`` (or ``_FILE``), else from the URL.
 """
@@ -19,6 +24,7 @@ and ``ssl_cert_reqs`` (rediss only). The password comes from
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.resources
 import json
 import logging
@@ -35,19 +41,48 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from triggergate.errors import ConfigurationError, StoreError
-from triggergate.quota import Check, Decision, decide
+from triggergate.quota import Check, Decision, Limit, decide
 from triggergate.registry import Context
 from triggergate.stores.base import Batch, Doc, OutboxItem, Record, Store
+from triggergate.stores.batching import Batcher
 
 log = logging.getLogger(__name__)
 SCRIPT = importlib.resources.files(__package__).joinpath("redis_store.lua").read_text("utf-8")
+_string = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str, in C
 SAFE_POLICIES = ("noeviction",)
-OPTIONS = ("prefix", "timeout", "pool", "ssl_ca_certs", "ssl_cert_reqs")
+OPTIONS = ("prefix", "timeout", "pool", "batch", "ssl_ca_certs", "ssl_cert_reqs")
+PEEK_BATCH = 64  # peeks per round trip at most: a longer script would hold up other clients
 
 
-def _pairs(values: Sequence[str]) -> list[float]:
-    """ZRANGE ... WITHSCORES as a flat list -> the scores."""
-    return [float(v) for v in values[1::2]]
+def _times(per_check: Sequence[Sequence[str]]) -> list[list[float]]:
+    """The script's event times (17-digit texts, exact) -> floats, per check."""
+    return [[float(v) for v in texts] for texts in per_check]
+
+
+def _checks(checks: Sequence[Check]) -> list[dict[str, Any]]:
+    return [
+        {"key": c.key, "horizon": c.horizon, "limits": [[lim.count, lim.window] for lim in c.limits]}
+        for c in checks
+    ]
+
+
+@functools.lru_cache(maxsize=64)
+def _after_key(limits: tuple[Limit, ...]) -> str:
+    """A check's JSON after its key: the same for every client of one policy."""
+    horizon = max(lim.window for lim in limits)
+    return f',"horizon":{horizon},"limits":{json.dumps([[lim.count, lim.window] for lim in limits])}}}'
+
+
+def _peeks_json(batch: Sequence[Sequence[Check]]) -> str:
+    """``{"batch": [_checks(checks), ...]}`` as JSON, built from cached parts (every peek pays it)."""
+    return (
+        '{"batch":['
+        + ",".join(
+            "[" + ",".join('{"key":' + _string(c.key) + _after_key(c.limits) for c in checks) + "]"
+            for checks in batch
+        )
+        + "]}"
+    )
 
 
 def _item(item: OutboxItem) -> str:
@@ -64,8 +99,17 @@ class RedisStore(Store):
     """Quota, records and outbox in one Redis primary."""
 
     schemes = ("redis", "rediss")
+    bounded_peeks = True  # each peek's batch is bounded by its earliest caller's deadline
 
-    def __init__(self, ctx: Context, name: str, connect: dict[str, Any], prefix: str, timeout: float) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        name: str,
+        connect: dict[str, Any],
+        prefix: str,
+        timeout: float,
+        batch: int = PEEK_BATCH,
+    ) -> None:
         super().__init__(clock=ctx.clock)
         self.name = name
         self._connect = connect
@@ -74,6 +118,11 @@ class RedisStore(Store):
         self._server_time = bool(ctx.options.get("server_time", True))
         self._client: aioredis.Redis | None = None
         self._script: Any = None
+        # The service's fail-closed budget, when shorter than our own timeout, bounds peeks.
+        self._peek_budget = min(timeout, float(ctx.options.get("store_timeout", timeout)))
+        self._peeks: Batcher[Sequence[Check], Decision] | None = None
+        if batch > 1:
+            self._peeks = Batcher(self._peek_many, self._error, self._peek_budget, batch)
 
     @classmethod
     def from_url(cls, url: str, ctx: Context) -> RedisStore:
@@ -94,8 +143,15 @@ class RedisStore(Store):
             )
         try:
             timeout, pool = float(query.get("timeout", 0.8)), int(query.get("pool", 20))
+            batch = int(query.get("batch", PEEK_BATCH))
         except ValueError as exc:
-            raise ConfigurationError("store: Redis timeout and pool must be numbers", key="store") from exc
+            raise ConfigurationError(
+                "store: Redis timeout, pool and batch must be numbers", key="store"
+            ) from exc
+        if batch < 1:
+            raise ConfigurationError(
+                f"store: Redis batch={batch} is not allowed; use 1 (no sharing) or more", key="store"
+            )
         password = ctx.secret("REDIS_PASSWORD") or (unquote(parts.password) if parts.password else None)
         masked = "***@" if parts.username or password else ""
         name = f"{parts.scheme}://{masked}{parts.hostname}:{port}/{db}"
@@ -119,7 +175,7 @@ class RedisStore(Store):
             connect["ssl_cert_reqs"] = query.get("ssl_cert_reqs", "required")
             if "ssl_ca_certs" in query:
                 connect["ssl_ca_certs"] = query["ssl_ca_certs"]
-        return cls(ctx, name, connect, query.get("prefix", "tg:"), timeout)
+        return cls(ctx, name, connect, query.get("prefix", "tg:"), timeout, batch)
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -130,14 +186,25 @@ class RedisStore(Store):
         password = self._connect.get("password")
         return text.replace(password, "***") if password else text
 
-    async def _call(self, op: str, args: Mapping[str, Any], now: float | None = None) -> Any:
+    def _error(self, exc: BaseException) -> Exception:
+        """A StoreError naming the store for a Redis failure; anything else as it was."""
+        if not isinstance(exc, RedisError | OSError | TimeoutError | asyncio.CancelledError):
+            return exc if isinstance(exc, Exception) else StoreError(f"store {self.name}: closed")
+        error = StoreError(f"store {self.name}: {self._cause(exc)}")
+        error.__cause__ = exc
+        return error
+
+    def _script_call(self, op: str, args: Mapping[str, Any] | str, now: float | None = None) -> Any:
+        """The script's ``op`` with ``args`` (a mapping, or its JSON already)."""
+        if self._client is None:
+            raise StoreError(f"store {self.name}: used before open()")
         if now is None and not self._server_time:
             now = self.clock()
-        return await self._run(
-            lambda c: self._script(
-                args=[op, self._prefix, "" if now is None else repr(now), json.dumps(args)]
-            ),
-        )
+        text = args if isinstance(args, str) else json.dumps(args)
+        return self._script(args=[op, self._prefix, "" if now is None else repr(now), text])
+
+    async def _call(self, op: str, args: Mapping[str, Any], now: float | None = None) -> Any:
+        return await self._run(lambda c: self._script_call(op, args, now))
 
     async def _run(self, call: Any) -> Any:
         if self._client is None:
@@ -146,7 +213,7 @@ class RedisStore(Store):
             async with asyncio.timeout(self._timeout):
                 return await call(self._client)
         except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreError(f"store {self.name}: {self._cause(exc)}") from exc
+            raise self._error(exc) from exc
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -185,6 +252,8 @@ class RedisStore(Store):
             )
 
     async def close(self) -> None:
+        if self._peeks is not None:
+            self._peeks.cancel()
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -198,33 +267,36 @@ class RedisStore(Store):
 
     # -- quota -----------------------------------------------------------------------
 
-    async def _decide(
-        self, op: str, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]
-    ) -> Decision:
+    async def reserve(self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]) -> Decision:
         args = {
             "rid": rid,
-            "checks": [
-                {
-                    "key": c.key,
-                    "horizon": c.horizon,
-                    "limits": [[lim.count, lim.window] for lim in c.limits],
-                }
-                for c in checks
-            ],
+            "checks": _checks(checks),
             "ledger": json.dumps(dict(ledger), separators=(",", ":")),
             "keys": json.dumps([c.key for c in checks]),
         }
-        admitted, now, *events = await self._call(op, args)
-        decision = decide(checks, [_pairs(e) for e in events], float(now))
-        if op == "reserve" and decision.allowed != bool(admitted):
+        admitted, now, *events = await self._call("reserve", args)
+        decision = decide(checks, _times(events), float(now))
+        if decision.allowed != bool(admitted):
             raise StoreError(f"store {self.name}: the quota script and quota.decide disagree")
         return decision
 
-    async def reserve(self, rid: str, checks: Sequence[Check], ledger: Mapping[str, Any]) -> Decision:
-        return await self._decide("reserve", rid, checks, ledger)
-
     async def peek(self, checks: Sequence[Check]) -> Decision:
-        return await self._decide("peek", "", checks, {})
+        # A flood of spent clients is mostly peeks: those that arrive while one round
+        # trip is out share the next (stores/batching.py); batch=1 sends each alone.
+        if self._peeks is not None:
+            return await self._peeks(checks)
+        if self._client is None:
+            raise StoreError(f"store {self.name}: used before open()")
+        try:
+            async with asyncio.timeout(self._peek_budget):
+                return (await self._peek_many([checks]))[0]
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._error(exc) from exc
+
+    async def _peek_many(self, batch: list[Sequence[Check]]) -> list[Decision]:
+        now, *found = await self._script_call("peek", _peeks_json(batch))
+        at = float(now)
+        return [decide(checks, _times(events), at) for checks, events in zip(batch, found, strict=True)]
 
     async def pending(self, older_than: float) -> list[Doc]:
         found = await self._call("pending", {"older_than": older_than})

@@ -9,6 +9,17 @@
 -- limit COUNT/WINDOW when at > now - WINDOW; one more fits when every limit of every
 -- check counts fewer than COUNT. Python rebuilds the Decision from the events and the
 -- time returned here and checks that both agree.
+--
+-- The events of one quota key are one string (`q:<key>`, expiring with the key's
+-- window), the smallest thing Redis stores per client:
+--   * one event whose time is a whole number of 2^-22 s (every double between 2004
+--     and 2106 is) is that number in decimal, which Redis keeps as a bare integer;
+--   * otherwise ':' and then each event as an 8-byte big-endian double.
+-- Both are exact. A pending reservation's ledger names its events by (key, time),
+-- so a refund removes exactly the event it added; the ledger goes once settled.
+-- Before this layout a quota key was a sorted set of reservation ids scored by
+-- time: such a key is still read (GET answers WRONGTYPE) and rewritten in the packed
+-- form at its next reservation, so an upgrade forgets no event.
 
 local op, P = ARGV[1], ARGV[2]
 local now
@@ -70,31 +81,110 @@ local function put_record(r)
   index('r:' .. r.kind .. ':' .. r.id, r.e)
 end
 
-if op == 'reserve' or op == 'peek' then
-  local admit, out = true, {}
-  for i, c in ipairs(a.checks) do
-    local k = P .. 'q:' .. c.key
-    for _, l in ipairs(c.limits) do
-      if redis.call('ZCOUNT', k, '(' .. num(now - l[2]), '+inf') >= l[1] then admit = false end
-    end
-    out[i + 2] = redis.call('ZRANGEBYSCORE', k, '(' .. num(now - c.horizon), '+inf', 'WITHSCORES')
+-- -- quota events ----------------------------------------------------------------
+
+local UNIT = 4194304  -- 2^22: events are stored as whole numbers of 2^-22 s when exact
+local WHOLE = 9223372036854775807  -- the largest integer Redis keeps as a bare integer
+
+local function decode(v)
+  local out = {}
+  if not v then return out end
+  if string.byte(v, 1) == 58 then  -- ':' then doubles
+    for i = 2, #v, 8 do out[#out + 1] = struct.unpack('>d', v, i) end
+  else
+    out[1] = tonumber(v) / UNIT
   end
-  out[1], out[2] = (admit and 1 or 0), num(now)
-  if op == 'peek' or not admit then return out end
+  return out
+end
+
+local function encode(events)
+  if #events == 1 then
+    local units = events[1] * UNIT  -- exact: a power of two
+    if units >= 0 and units < WHOLE and units == math.floor(units) then
+      return string.format('%.0f', units)
+    end
+  end
+  local parts = {':'}
+  for i, at in ipairs(events) do parts[i + 1] = struct.pack('>d', at) end
+  return table.concat(parts)
+end
+
+-- A key's events, and whether it is still a sorted set of the layout before packing.
+local function events_of(k)
+  local v = redis.pcall('GET', k)
+  if type(v) == 'table' and v.err then
+    local old, out = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES'), {}
+    for i = 2, #old, 2 do out[#out + 1] = tonumber(old[i]) end
+    return out, true
+  end
+  return decode(v), false
+end
+
+local function store_events(k, events, ms)
+  if #events == 0 then
+    redis.call('DEL', k)
+  elseif ms then
+    redis.call('SET', k, encode(events), 'PX', math.max(math.ceil(ms), 1))
+  else
+    redis.call('SET', k, encode(events), 'KEEPTTL')
+  end
+end
+
+-- The events of each check that its longest window still covers, and whether one
+-- more fits every limit of every check.
+local function evaluate(checks)
+  local admit, found, kept = true, {}, {}
+  for i, c in ipairs(checks) do
+    local events, old = events_of(P .. 'q:' .. c.key)
+    local inside, texts = {}, {}
+    for _, at in ipairs(events) do
+      if at > now - c.horizon then
+        inside[#inside + 1] = at
+        texts[#texts + 1] = num(at)
+      end
+    end
+    for _, l in ipairs(c.limits) do
+      local used = 0
+      for _, at in ipairs(inside) do
+        if at > now - l[2] then used = used + 1 end
+      end
+      if used >= l[1] then admit = false end
+    end
+    found[i], kept[i] = texts, {inside, old}
+  end
+  return admit, found, kept
+end
+
+if op == 'reserve' then
+  local admit, found, kept = evaluate(a.checks)
+  local out = {admit and 1 or 0, num(now)}
+  for i, texts in ipairs(found) do out[i + 2] = texts end
+  if not admit then return out end
   local top = 0
-  for _, c in ipairs(a.checks) do
-    local k = P .. 'q:' .. c.key
-    local before = redis.call('PTTL', k)
-    redis.call('ZADD', k, now, a.rid)
-    redis.call('ZREMRANGEBYSCORE', k, '-inf', num(now - c.horizon))
-    extend(k, before, c.horizon * 1000)
-    index('q:' .. c.key, now + c.horizon)
+  for i, c in ipairs(a.checks) do
+    local k, inside = P .. 'q:' .. c.key, kept[i][1]
+    inside[#inside + 1] = now
+    store_events(k, inside, c.horizon * 1000)
+    if kept[i][2] then redis.call('ZREM', P .. 'exp', 'q:' .. c.key) end
     top = math.max(top, c.horizon)
   end
+  -- The longest window in use, for the sweep (which knows no limits).
+  local hk = P .. 'horizon'
+  top = math.max(top, tonumber(redis.call('GET', hk) or '0'))
+  redis.call('SET', hk, top, 'PX', top * 1000)
   local lk = P .. 'l:' .. a.rid
   redis.call('HSET', lk, 'doc', a.ledger, 'at', num(now), 'keys', a.keys, 'state', 'pending')
   redis.call('PEXPIRE', lk, top * 1000)
   zadd_kept(P .. 'pending', now, a.rid, top * 1000)
+  return out
+
+elseif op == 'peek' then
+  -- Several independent peeks in one call: {now, {events per check} per peek}.
+  local out = {num(now)}
+  for i, checks in ipairs(a.batch) do
+    local _, found = evaluate(checks)
+    out[i + 1] = found
+  end
   return out
 
 elseif op == 'pending' then
@@ -107,22 +197,34 @@ elseif op == 'pending' then
 
 elseif op == 'reset' then
   local k = P .. 'q:' .. a.key
-  local n = redis.call('ZCARD', k)
+  local events = events_of(k)
   redis.call('DEL', k)
   redis.call('ZREM', P .. 'exp', 'q:' .. a.key)
-  return n
+  return #events
 
 elseif op == 'apply' then
   for _, rid in ipairs({a.settle or false, a.release or false}) do
     local lk = P .. 'l:' .. tostring(rid)
-    if rid and redis.call('HGET', lk, 'state') == 'pending' then
+    local e = rid and redis.call('HMGET', lk, 'state', 'at', 'keys')
+    if e and e[1] == 'pending' then
       redis.call('ZREM', P .. 'pending', rid)
-      if rid == a.settle then
-        redis.call('HSET', lk, 'state', 'started')
-      else
-        redis.call('HSET', lk, 'state', 'refunded')
-        for _, key in ipairs(cjson.decode(redis.call('HGET', lk, 'keys'))) do
-          redis.call('ZREM', P .. 'q:' .. key, rid)
+      redis.call('DEL', lk)
+      if rid == a.release then
+        local at = tonumber(e[2])
+        for _, key in ipairs(cjson.decode(e[3])) do
+          local k = P .. 'q:' .. key
+          local events, old = events_of(k)
+          if old then
+            redis.call('ZREM', k, rid)
+          else
+            for i, t in ipairs(events) do
+              if t == at then
+                table.remove(events, i)
+                store_events(k, events)
+                break
+              end
+            end
+          end
         end
       end
     end
@@ -223,10 +325,29 @@ elseif op == 'sweep' then
         removed = removed + 1
       end
       if redis.call('EXISTS', rk) == 0 then redis.call('ZREM', P .. 'k:' .. kind, id) end
-    else
-      -- The index said every event of this key left its longest window.
+    elseif redis.call('TYPE', P .. m).ok == 'zset' then
+      -- A quota key of the layout before packing whose events all left its window.
       removed = removed + redis.call('ZCARD', P .. m)
       redis.call('DEL', P .. m)
+    end
+  end
+  -- Packed quota keys expire by themselves; this pass, a few keys per call from a
+  -- cursor, drops those whose events all left the longest window in use by the
+  -- clock given here (the injected one, in tests) before their expiry comes.
+  local horizon = tonumber(redis.call('GET', P .. 'horizon') or '')
+  if horizon then
+    local ck = P .. 'sweep'
+    local glob = string.gsub(P, '[%*%?%[%]\\]', '\\%0') .. 'q:*'
+    local page = redis.call('SCAN', redis.call('GET', ck) or '0', 'MATCH', glob, 'COUNT', a.limit,
+      'TYPE', 'string')
+    redis.call('SET', ck, page[1], 'PX', horizon * 1000)
+    for _, k in ipairs(page[2]) do
+      local events, last = events_of(k), -math.huge
+      for _, at in ipairs(events) do last = math.max(last, at) end
+      if last <= now - horizon then
+        removed = removed + #events
+        redis.call('DEL', k)
+      end
     end
   end
   return removed
